@@ -1,0 +1,3 @@
+from puzzlecam.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Score files: per-image class score maps stored as ``.npz`` (no pickle).
+
+A score file holds
+- ``keys``: int64 ``(K,)``, the label value (1..C) of each channel, i.e. the image's tags;
+- ``scores``: float16 ``(K, H, W)`` in [0, 1] at the image's own size;
+- optionally ``scores_stride4``: float16 ``(K, ceil(H/4), ceil(W/4))`` (CAMs, for the random walk).
+
+CAMs, random-walk scores and anything else "CAM-like" share this format, so the
+evaluator, the threshold sweep and the pseudo-label stage read them all the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from puzzlecam.errors import DataError
+from puzzlecam.io import load_npz, save_npz
+
+__all__ = ["ScoreMaps", "save_scores", "load_scores", "scores_to_labels"]
+
+
+@dataclass(frozen=True)
+class ScoreMaps:
+    keys: np.ndarray  # (K,) int64 label values 1..C
+    scores: np.ndarray  # (K, H, W) float
+    scores_stride4: np.ndarray | None = None  # (K, h, w) float
+
+
+def save_scores(path: str | Path, maps: ScoreMaps) -> None:
+    """Write a score file atomically, scores as float16."""
+    arrays = {
+        "keys": np.asarray(maps.keys, dtype=np.int64),
+        "scores": np.asarray(maps.scores, dtype=np.float16),
+    }
+    if maps.scores_stride4 is not None:
+        arrays["scores_stride4"] = np.asarray(maps.scores_stride4, dtype=np.float16)
+    save_npz(path, **arrays)
+
+
+def load_scores(path: str | Path) -> ScoreMaps:
+    """Read a score file, checking that its arrays agree with each other."""
+    data = load_npz(path)
+    for name in ("keys", "scores"):
+        if name not in data:
+            raise DataError(path, f"score file has no '{name}' array (found {sorted(data)})")
+    keys, scores = data["keys"].astype(np.int64), data["scores"]
+    if scores.ndim != 3 or scores.shape[0] != keys.shape[0]:
+        raise DataError(
+            path, f"'scores' has shape {scores.shape}, expected ({keys.shape[0]}, H, W)"
+        )
+    return ScoreMaps(keys=keys, scores=scores, scores_stride4=data.get("scores_stride4"))
+
+
+def scores_to_labels(scores: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
+    """Label map from class scores with a constant background score.
+
+    scores: (K, H, W) float; keys: (K,) label values; returns (H, W) uint8 where each
+    pixel takes the label of its best channel, or 0 (background) when no channel
+    exceeds ``threshold``. Ties go to background.
+    """
+    height, width = scores.shape[-2:]
+    if scores.shape[0] == 0:
+        return np.zeros((height, width), dtype=np.uint8)
+    best = scores.argmax(axis=0)
+    best_score = np.take_along_axis(scores, best[None], axis=0)[0]
+    labels = np.asarray(keys, dtype=np.int64)[best]
+    labels[best_score <= threshold] = 0
+    return labels.astype(np.uint8)

@@ -1,0 +1,197 @@
+"""File formats shared by every stage: atomic writes, images, label PNGs, npz score files, JSON.
+
+Nothing here uses pickle: arrays go to ``.npz`` (loaded with ``allow_pickle=False``),
+metadata to JSON, labels to palette PNGs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from puzzlecam.errors import DataError
+
+__all__ = [
+    "atomic_write",
+    "load_image",
+    "save_label_png",
+    "load_label_png",
+    "save_npz",
+    "load_npz",
+    "write_json",
+    "read_json",
+    "append_jsonl",
+    "read_jsonl",
+    "voc_palette",
+]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
+    """Open a temporary file beside ``path`` for binary writing; rename it over ``path`` on success.
+
+    A crash or an exception leaves either the old file or none, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def voc_palette(num_entries: int = 256) -> list[int]:
+    """The PASCAL VOC colour map as a flat ``[r0, g0, b0, r1, ...]`` list (index 255 is cream)."""
+    palette = []
+    for index in range(num_entries):
+        red = green = blue = 0
+        value = index
+        for bit in range(8):
+            red |= ((value >> 0) & 1) << (7 - bit)
+            green |= ((value >> 1) & 1) << (7 - bit)
+            blue |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        palette.extend((red, green, blue))
+    return palette
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit or float grey images scaled to 8 bits (PIL's convert would clip them)."""
+    array = np.asarray(image, dtype=np.float64)
+    peak = array.max() if array.size else 0.0
+    scale = 255.0 / peak if peak > 255 else 1.0
+    return Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), mode="L")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Read any common image file as an upright 8-bit RGB PIL image.
+
+    EXIF orientation is applied; grey, palette, CMYK and 16-bit images are converted;
+    transparent pixels are composited onto white. Raises DataError naming the file
+    when it is missing, truncated or not an image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "image file not found")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(path, f"cannot be read as an image ({error})") from error
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = _to_8bit(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return image
+
+
+def save_label_png(path: str | Path, labels: np.ndarray) -> None:
+    """Write an ``(H, W)`` uint8 label map as a VOC-palette PNG, atomically."""
+    if labels.ndim != 2:
+        raise ValueError(f"label map must be (H, W), got shape {labels.shape}")
+    if labels.dtype != np.uint8:
+        if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
+            raise ValueError("label values must lie in 0..255")
+        labels = labels.astype(np.uint8)
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette(voc_palette())
+    with atomic_write(path) as handle:
+        image.save(handle, format="PNG")
+
+
+def load_label_png(path: str | Path) -> np.ndarray:
+    """Read a single-channel label PNG (palette or grey) as an ``(H, W)`` uint8 array."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "label file not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in ("P", "L"):
+                raise DataError(
+                    path,
+                    f"label image has mode {image.mode}; it must be single-channel "
+                    "(palette or grey), one class index per pixel",
+                )
+            return np.array(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(path, f"cannot be read as a label PNG ({error})") from error
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Write named arrays to an uncompressed ``.npz``, atomically."""
+    with atomic_write(path) as handle:
+        np.savez(handle, **arrays)
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Read every array of a ``.npz`` (no pickle) into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "score file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(path, f"cannot be read as an .npz file ({error})") from error
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON (indented, keys in insertion order), atomically."""
+    text = json.dumps(data, indent=2) + "\n"
+    with atomic_write(path) as handle:
+        handle.write(text.encode("utf-8"))
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise DataError(path, "JSON file not found") from error
+    except json.JSONDecodeError as error:
+        raise DataError(path, f"invalid JSON ({error})") from error
+
+
+def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Append one JSON record as a line (a torn last line is skipped by read_jsonl)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(dict(record)) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; an incomplete last line (interrupted write) is dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
