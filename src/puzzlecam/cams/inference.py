@@ -1,0 +1,67 @@
+"""Multi-scale CAM inference: scales x flip, ReLU, summed, tagged classes, max-normalised."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from puzzlecam.models.classifier import CamClassifier
+
+__all__ = ["strided_size", "resize_images", "multiscale_cams", "normalize_cams"]
+
+
+def strided_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Feature-grid size of an (H, W) image at ``stride``: (ceil(H/s), ceil(W/s))."""
+    return (size[0] - 1) // stride + 1, (size[1] - 1) // stride + 1
+
+
+def resize_images(images: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B, 3, H, W) uint8/float images -> float (B, 3, round(sH), round(sW)), bicubic."""
+    height, width = images.shape[-2:]
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    images = images.float()
+    if size == (height, width):
+        return images
+    resized = F.interpolate(
+        images, size=size, mode="bicubic", align_corners=False, antialias=scale < 1
+    )
+    return resized.clamp_(0, 255)
+
+
+@torch.no_grad()
+def multiscale_cams(
+    model: CamClassifier, images: torch.Tensor, scales: Sequence[float], flip: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over scales (and flips) of ReLU class maps, at image size and at stride 4.
+
+    images: (B, 3, H, W) of one size -> ``(full (B, C, H, W), stride4 (B, C, ceil(H/4),
+    ceil(W/4)))``, un-normalised, every class. Each scale's maps are resized to the
+    stride-16 grid that covers the image (ceil(H/16)*16) and cropped, as the reference,
+    so map cells stay aligned with image pixels.
+    """
+    height, width = images.shape[-2:]
+    cover = tuple(s * 16 for s in strided_size((height, width), 16))
+    small = strided_size((height, width), 4)
+    full_sum = stride4_sum = None
+    for scale in scales:
+        scaled = resize_images(images, scale)
+        batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
+        maps = F.relu(model(batch).cams.float())  # (B or 2B, C, h, w)
+        if flip:
+            count = images.shape[0]
+            maps = maps[:count] + maps[count:].flip(-1)
+        full = F.interpolate(maps, size=cover, mode="bilinear", align_corners=False)[
+            ..., :height, :width
+        ]
+        low = F.interpolate(maps, size=small, mode="bilinear", align_corners=False)
+        full_sum = full if full_sum is None else full_sum + full
+        stride4_sum = low if stride4_sum is None else stride4_sum + low
+    return full_sum, stride4_sum
+
+
+def normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Divide each map by its own maximum. cams: (..., K, H, W) >= 0 -> same shape in [0, 1)."""
+    peak = cams.flatten(-2).amax(dim=-1)[..., None, None]
+    return cams / (peak + eps)

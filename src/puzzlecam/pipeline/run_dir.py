@@ -1,0 +1,150 @@
+"""The run directory: one object owns every path in it, the manifest and metrics.json.
+
+runs/NAME/
+  config.yaml           the resolved config (the run belongs to it)
+  manifest.json         stage -> {fingerprint, seconds, finished}
+  metrics.json          method -> split -> scores (mIoU in percent)
+  classifier/{method}/  model.pt, checkpoint.pt, metrics.jsonl
+  cams/{method}/{split}/{id}.npz, overlays/
+  affinity_labels/{split}/{id}.png
+  affinitynet/          model.pt, checkpoint.pt, metrics.jsonl
+  rw/{split}/{id}.npz
+  pseudo_labels/{split}/{id}.png
+  segmentation/{variant}/   model.pt ...
+  predictions/{variant}/{split}/{id}.png
+  eval/{name}.json      full evaluation results
+  report/index.html
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from puzzlecam.config import config_hash, dump_yaml, to_dict
+from puzzlecam.errors import RunDirError
+from puzzlecam.io import atomic_write, read_json, write_json
+
+__all__ = ["RunDir", "claim_output_dir"]
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+class RunDir:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # --- the config the directory belongs to -------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    def bind(self, config: Any) -> None:
+        """Claim the directory for ``config``, or refuse if it holds another config's run."""
+        if self.config_path.is_file():
+            existing = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+            if config_hash(existing) != config_hash(config):
+                changes = _differences(existing, to_dict(config))
+                shown = "\n  ".join(changes[:12])
+                raise RunDirError(
+                    f"{self.root} holds a run of a different config; changed settings:\n  {shown}\n"
+                    "Use another --run-dir for the new config, or delete this directory."
+                )
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.config_path) as handle:
+            handle.write(dump_yaml(config).encode("utf-8"))
+
+    # --- manifest -----------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def manifest(self) -> dict[str, Any]:
+        return read_json(self.manifest_path) if self.manifest_path.is_file() else {}
+
+    def is_done(self, stage: str, fingerprint: str) -> bool:
+        entry = self.manifest().get(stage)
+        return bool(entry) and entry.get("fingerprint") == fingerprint
+
+    def mark_done(self, stage: str, fingerprint: str, seconds: float) -> None:
+        manifest = self.manifest()
+        manifest[stage] = {
+            "fingerprint": fingerprint,
+            "seconds": round(seconds, 2),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        write_json(self.manifest_path, manifest)
+
+    # --- metrics.json ---------------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.json"
+
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.metrics_path) if self.metrics_path.is_file() else {}
+
+    def add_metrics(self, method: str, split: str, values: dict[str, Any]) -> None:
+        metrics = self.metrics()
+        metrics.setdefault(method, {})[split] = values
+        write_json(self.metrics_path, metrics)
+
+    # --- paths ----------------------------------------------------------------------------
+    def classifier_dir(self, method: str) -> Path:
+        return self.root / "classifier" / method
+
+    def cams_dir(self, method: str, split: str) -> Path:
+        return self.root / "cams" / method / split
+
+    def affinity_labels_dir(self, split: str) -> Path:
+        return self.root / "affinity_labels" / split
+
+    @property
+    def affinity_dir(self) -> Path:
+        return self.root / "affinitynet"
+
+    def rw_dir(self, split: str) -> Path:
+        return self.root / "rw" / split
+
+    def pseudo_labels_dir(self, split: str) -> Path:
+        return self.root / "pseudo_labels" / split
+
+    def segmentation_dir(self, variant: str) -> Path:
+        return self.root / "segmentation" / variant
+
+    def predictions_dir(self, variant: str, split: str) -> Path:
+        return self.root / "predictions" / variant / split
+
+    def eval_path(self, name: str) -> Path:
+        return self.root / "eval" / f"{name}.json"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+
+def claim_output_dir(directory: Path, fingerprint: str) -> None:
+    """Mark ``directory`` as holding outputs of ``fingerprint`` (files already there are
+    kept and skipped); refuse if it holds another producer's outputs."""
+    marker = directory / ".fingerprint"
+    if marker.is_file():
+        found = marker.read_text(encoding="utf-8").strip()
+        if found != fingerprint:
+            raise RunDirError(
+                f"{directory} holds outputs made from other inputs ({found} != {fingerprint}); "
+                "delete the folder to recompute it"
+            )
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_write(marker) as handle:
+        handle.write(fingerprint.encode("utf-8"))

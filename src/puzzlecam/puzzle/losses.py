@@ -1,0 +1,118 @@
+"""Puzzle-CAM losses: L = L_cls + L_pcls + alpha * L_re, each term switchable.
+
+Plain CAM is the same code with the puzzle terms switched off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from puzzlecam.models.classifier import CamClassifier
+from puzzlecam.puzzle.tiling import merge, tile
+
+__all__ = [
+    "PuzzleConfig",
+    "PuzzleLosses",
+    "classification_loss",
+    "reconstruction_loss",
+    "alpha_schedule",
+    "puzzle_losses",
+]
+
+
+@dataclass(frozen=True)
+class PuzzleConfig:
+    """Which loss terms are on, and how the reconstruction weight alpha ramps up.
+
+    alpha rises linearly from 0 to ``alpha_max`` over the first ``alpha_ramp`` fraction
+    of training, then stays (``alpha_ramp`` = 0: constant ``alpha_max``).
+    """
+
+    grid: int = 2
+    puzzle_classification: bool = True
+    reconstruction: bool = True
+    reconstruction_loss: Literal["l1", "l2"] = "l1"
+    alpha_max: float = 4.0
+    alpha_ramp: float = 0.5
+
+    @property
+    def uses_tiles(self) -> bool:
+        return self.puzzle_classification or self.reconstruction
+
+    def __post_init__(self) -> None:
+        if self.grid < 1:
+            raise ValueError("grid must be >= 1")
+        if not 0.0 <= self.alpha_ramp <= 1.0:
+            raise ValueError("alpha_ramp is a fraction of training, in [0, 1]")
+
+
+class PuzzleLosses(NamedTuple):
+    total: torch.Tensor
+    classification: torch.Tensor
+    puzzle_classification: torch.Tensor
+    reconstruction: torch.Tensor
+    alpha: float
+
+
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Multi-label soft margin loss. logits, targets: (B, C) -> scalar (mean over batch)."""
+    return F.multilabel_soft_margin_loss(logits, targets)
+
+
+def reconstruction_loss(
+    cams: torch.Tensor,
+    merged_cams: torch.Tensor,
+    targets: torch.Tensor,
+    kind: Literal["l1", "l2"] = "l1",
+) -> torch.Tensor:
+    """Mean of |A - A_re| (or its square) masked by the present classes.
+
+    cams, merged_cams: (B, C, h, w); targets: (B, C) multi-hot. The mean runs over all
+    B*C*h*w entries, absent classes counting as zeros, as the reference.
+    """
+    difference = cams - merged_cams
+    error = difference.abs() if kind == "l1" else difference.square()
+    return (error * targets[:, :, None, None]).mean()
+
+
+def alpha_schedule(progress: float, alpha_max: float, ramp: float) -> float:
+    """alpha at ``progress`` in [0, 1] of training: linear from 0 over ``ramp``, then flat."""
+    if ramp <= 0.0:
+        return alpha_max
+    return min(alpha_max * progress / ramp, alpha_max)
+
+
+def puzzle_losses(
+    model: CamClassifier,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    config: PuzzleConfig,
+    progress: float,
+) -> PuzzleLosses:
+    """One forward pass of the full images (and of their tiles when a puzzle term is on).
+
+    images: (B, 3, S, S); targets: (B, C); progress in [0, 1] drives alpha.
+    """
+    full = model(images)
+    cls_loss = classification_loss(full.logits, targets)
+    zero = cls_loss.new_zeros(())
+    pcls_loss, re_loss = zero, zero
+    alpha = alpha_schedule(progress, config.alpha_max, config.alpha_ramp)
+    if config.uses_tiles:
+        tiled = model(tile(images, config.grid))
+        merged = merge(tiled.cams, config.grid)
+        if merged.shape[-2:] != full.cams.shape[-2:]:
+            # crop sizes not divisible by grid * stride: bring the maps to the same grid
+            merged = F.interpolate(
+                merged, size=full.cams.shape[-2:], mode="bilinear", align_corners=False
+            )
+        if config.puzzle_classification:
+            pcls_loss = classification_loss(merged.mean(dim=(2, 3)), targets)
+        if config.reconstruction:
+            re_loss = reconstruction_loss(full.cams, merged, targets, config.reconstruction_loss)
+    total = cls_loss + pcls_loss + alpha * re_loss
+    return PuzzleLosses(total, cls_loss, pcls_loss, re_loss, alpha)

@@ -1,0 +1,78 @@
+"""Process-group context: one process by default, DDP under torchrun."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistContext", "init_distributed", "resolve_device", "barrier", "shard", "maybe_no_sync"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: this process's CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return (
+            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        )
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Join the process group torchrun describes in the environment (if any).
+
+    Backend: NCCL on CUDA, gloo on the CPU. Without torchrun's variables this is a
+    one-process context and nothing is initialised.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=resolved)
+
+
+def barrier(context: DistContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.barrier()
+
+
+def shard(items: list, context: DistContext) -> list:
+    """This rank's share of a list (every item in exactly one rank, order kept)."""
+    return items[context.rank :: context.world_size]
+
+
+@contextlib.contextmanager
+def maybe_no_sync(model: torch.nn.Module, skip_sync: bool) -> Iterator[None]:
+    """DDP's no_sync() for accumulation micro-steps; a no-op for plain modules."""
+    if skip_sync and hasattr(model, "no_sync"):
+        with model.no_sync():
+            yield
+    else:
+        yield

@@ -1,0 +1,347 @@
+"""The one training loop behind the classifier, AffinityNet and the segmentation model.
+
+A *trainer* is an ``nn.Module`` whose ``forward(*batch, progress=float)`` returns a
+``LossOutput``; it owns the model being trained as ``trainer.model``. Keeping the whole
+loss computation inside one forward lets DDP wrap it even when the model runs several
+times per step (the puzzle module's full image + tiles).
+
+Resumable: a checkpoint (weights, optimiser, position) is written atomically every epoch
+and every ``checkpoint_every_steps``; the data order and every augmentation are functions
+of (seed, epoch, index), so a resumed run ends with the same weights as one that never
+stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from puzzlecam.errors import ConfigError, RunDirError
+from puzzlecam.io import append_jsonl, atomic_write, read_jsonl
+from puzzlecam.training.distributed import DistContext, maybe_no_sync
+from puzzlecam.training.optim import OptimConfig, build_optimizer, set_poly_lr
+
+__all__ = ["LoopConfig", "LossOutput", "StepSampler", "fit", "load_weights", "save_weights"]
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Training-loop settings shared by the three models.
+
+    batch_size is the global batch per optimiser step: processes x per-process batch x
+    ``grad_accum`` micro-steps (the paper's 32 = 4 GPUs x 8).
+    """
+
+    epochs: int = 15
+    batch_size: int = 32
+    grad_accum: int = 1
+    num_workers: int = 4
+    seed: int = 0
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    checkpoint_every_steps: int = 0
+    log_every_steps: int = 10
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("epochs, batch_size and grad_accum must be >= 1")
+
+    def micro_batch(self, world_size: int) -> int:
+        per_step = world_size * self.grad_accum
+        if self.batch_size % per_step:
+            raise ConfigError(
+                f"batch_size {self.batch_size} is not divisible by processes ({world_size}) x "
+                f"grad_accum ({self.grad_accum}); pick a batch size that is"
+            )
+        return self.batch_size // per_step
+
+
+class LossOutput(NamedTuple):
+    total: torch.Tensor  # scalar to minimise
+    parts: dict[str, torch.Tensor]  # detached scalars for the log
+
+
+class StepSampler(Sampler[list[int]]):
+    """Batches of this process for one epoch: a seeded permutation cut into global batches.
+
+    Global micro-batch m holds ``perm[m*G:(m+1)*G]`` (G = micro batch x processes); rank r
+    takes its r-th contiguous slice, so the processes together see exactly what one
+    process with the global batch would. The incomplete last batch is dropped (training
+    only); ``start_micro`` skips what a resumed run has already done.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        micro_batch: int,
+        context: DistContext,
+        seed: int,
+        epoch: int,
+        start_micro: int = 0,
+    ) -> None:
+        self.num_samples, self.micro_batch, self.context = num_samples, micro_batch, context
+        self.seed, self.epoch, self.start_micro = seed, epoch, start_micro
+
+    @property
+    def global_micro(self) -> int:
+        return self.micro_batch * self.context.world_size
+
+    def __len__(self) -> int:
+        return self.num_samples // self.global_micro - self.start_micro
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=generator).tolist()
+        width = self.global_micro
+        for micro in range(self.start_micro, self.num_samples // width):
+            block = order[micro * width : (micro + 1) * width]
+            rank = self.context.rank
+            yield block[rank * self.micro_batch : (rank + 1) * self.micro_batch]
+
+
+def save_weights(path: Path, model: nn.Module, fingerprint: str, meta: dict | None = None) -> None:
+    """Final weights (state dict + the config fingerprint + metadata), atomically."""
+    payload = {"state_dict": model.state_dict(), "fingerprint": fingerprint, "meta": meta or {}}
+    with atomic_write(path) as handle:
+        torch.save(payload, handle)
+
+
+def load_weights(path: Path) -> dict:
+    """Read a weights file written by save_weights (no pickle: weights_only=True)."""
+    if not Path(path).is_file():
+        raise RunDirError(f"{path}: weights file not found (has the training stage finished?)")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise RunDirError(f"{path}: not a puzzlecam weights file")
+    return payload
+
+
+def _autocast(
+    config: LoopConfig, device: torch.device
+) -> tuple[contextlib.AbstractContextManager, bool]:
+    mode = config.amp
+    if mode == "auto":
+        mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+    if mode == "off":
+        return contextlib.nullcontext(), False
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype), mode == "fp16"
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def fit(
+    trainer: nn.Module,
+    dataset: Dataset,
+    param_groups: list[dict],
+    optim: OptimConfig,
+    loop: LoopConfig,
+    out_dir: Path,
+    fingerprint: str,
+    context: DistContext | None = None,
+    description: str = "train",
+    meta: dict | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train ``trainer.model`` and return the path of its final weights (``model.pt``).
+
+    Files in ``out_dir``: ``checkpoint.pt`` (resume point), ``model.pt`` (final weights),
+    ``metrics.jsonl`` (one record per log interval and per epoch), ``tensorboard/``.
+    A finished run with the same fingerprint returns at once; a checkpoint from another
+    fingerprint is refused.
+    """
+    context = context or DistContext()
+    out_dir = Path(out_dir)
+    weights_path, checkpoint_path, log_path = (
+        out_dir / "model.pt",
+        out_dir / "checkpoint.pt",
+        out_dir / "metrics.jsonl",
+    )
+    if weights_path.is_file():
+        if load_weights(weights_path).get("fingerprint") == fingerprint:
+            return weights_path
+        raise RunDirError(
+            f"{weights_path} was trained with another configuration; use a new run directory"
+        )
+
+    device = context.device
+    micro_batch = loop.micro_batch(context.world_size)
+    steps_per_epoch = len(dataset) // loop.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"{description}: {len(dataset)} training images, fewer than batch_size {loop.batch_size}"
+        )
+    total_steps = steps_per_epoch * loop.epochs
+
+    torch.manual_seed(loop.seed)
+    trainer.to(device)
+    channels_last = loop.channels_last == "on" or (
+        loop.channels_last == "auto" and device.type == "cuda"
+    )
+    if channels_last:
+        trainer.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(param_groups, optim)
+    autocast, use_scaler = _autocast(loop, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+    start_step = 0
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") != fingerprint:
+            raise RunDirError(
+                f"{checkpoint_path} belongs to another configuration; use a new run directory "
+                "or delete the checkpoint to start over"
+            )
+        trainer.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if use_scaler and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        start_step = int(state["step"])
+        if context.is_main:  # drop log lines written after the checkpoint
+            kept = [r for r in read_jsonl(log_path) if r.get("step", 0) <= start_step]
+            with atomic_write(log_path) as handle:
+                handle.write("".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    model = trainer
+    if context.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            trainer, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    model.train()
+
+    writer = None
+    if loop.tensorboard and context.is_main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step)
+        except ImportError:
+            print(
+                "tensorboard is not installed: pip install 'puzzlecam[tensorboard]'; logging to metrics.jsonl only"
+            )
+
+    def save_checkpoint(step: int) -> None:
+        if not context.is_main:
+            return
+        state = {
+            "model": trainer.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "fingerprint": fingerprint,
+        }
+        if use_scaler:
+            state["scaler"] = scaler.state_dict()
+        with atomic_write(checkpoint_path) as handle:
+            torch.save(state, handle)
+
+    step = start_step
+    started = time.perf_counter()
+    for epoch in range(start_step // steps_per_epoch, loop.epochs):
+        done_in_epoch = step - epoch * steps_per_epoch
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        sampler = StepSampler(
+            len(dataset), micro_batch, context, loop.seed, epoch, done_in_epoch * loop.grad_accum
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=loop.num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        torch.manual_seed(loop.seed * 1_000_003 + epoch)  # dropout etc. reproducible per epoch
+        bar = tqdm(
+            total=steps_per_epoch,
+            initial=done_in_epoch,
+            desc=f"{description} epoch {epoch + 1}/{loop.epochs}",
+            disable=not (progress and context.is_main),
+            dynamic_ncols=True,
+            leave=False,
+        )
+        sums: dict[str, float] = {}
+        count, epoch_sums, epoch_count, interval_start = 0, {}, 0, time.perf_counter()
+        micro = 0
+        for batch in loader:
+            if micro == 0:
+                lr_factor = set_poly_lr(optimizer, step, total_steps, optim.poly_power)
+                optimizer.zero_grad(set_to_none=True)
+            batch = [t.to(device, non_blocking=True) for t in batch]
+            if channels_last:
+                batch = [
+                    t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+                    for t in batch
+                ]
+            last_micro = micro == loop.grad_accum - 1
+            with maybe_no_sync(model, not last_micro), autocast:
+                output = model(*batch, progress=step / total_steps)
+            loss = output.total / loop.grad_accum
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{description}: loss became {loss.item()} at step {step}; lower the learning rate"
+                )
+            scaler.scale(loss).backward()
+            for name, value in output.parts.items():
+                sums[name] = sums.get(name, 0.0) + float(value) / loop.grad_accum
+            micro += 1
+            if not last_micro:
+                continue
+            micro = 0
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            count += 1
+            bar.update(1)
+            if loop.log_every_steps and (step % loop.log_every_steps == 0 or step == total_steps):
+                record = {"step": step, "epoch": epoch + 1, "lr": optim.lr * lr_factor}
+                record.update({k: v / count for k, v in sums.items()})
+                record["images_per_s"] = (
+                    count * loop.batch_size / max(time.perf_counter() - interval_start, 1e-9)
+                )
+                if context.is_main:
+                    append_jsonl(log_path, record)
+                    bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
+                    if writer:
+                        for key, value in record.items():
+                            if key not in ("step", "epoch"):
+                                writer.add_scalar(f"{description}/{key}", value, step)
+                for key, value in sums.items():
+                    epoch_sums[key] = epoch_sums.get(key, 0.0) + value
+                epoch_count += count
+                sums, count, interval_start = {}, 0, time.perf_counter()
+            if loop.checkpoint_every_steps and step % loop.checkpoint_every_steps == 0:
+                save_checkpoint(step)
+        bar.close()
+        for key, value in sums.items():
+            epoch_sums[key] = epoch_sums.get(key, 0.0) + value
+        epoch_count += count
+        save_checkpoint(step)
+        if context.is_main:
+            summary = {
+                "step": step,
+                "epoch": epoch + 1,
+                "type": "epoch",
+                "seconds": time.perf_counter() - started,
+            }
+            summary.update({k: v / max(epoch_count, 1) for k, v in epoch_sums.items()})
+            append_jsonl(log_path, summary)
+    if writer:
+        writer.close()
+    if context.is_main:
+        save_weights(weights_path, trainer.model, fingerprint, meta)
+    if context.enabled:
+        torch.distributed.barrier()
+    return weights_path

@@ -1,0 +1,30 @@
+"""Pictures for people: label colours, label and heat-map overlays."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+
+from puzzlecam.io import voc_palette
+
+__all__ = ["colorize_labels", "overlay_labels", "overlay_heatmap"]
+
+_PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+
+
+def colorize_labels(labels: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 labels -> (H, W, 3) uint8 VOC colours (255 = ignore is cream)."""
+    return _PALETTE[labels]
+
+
+def overlay_labels(image: np.ndarray, labels: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+    """Blend label colours over (H, W, 3) uint8; background (0) leaves the image as is."""
+    colours = colorize_labels(labels).astype(np.float32)
+    weight = np.where(labels[..., None] == 0, 0.0, opacity)
+    return (image * (1 - weight) + colours * weight).round().astype(np.uint8)
+
+
+def overlay_heatmap(image: np.ndarray, heat: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """Blend a (H, W) map in [0, 1] over (H, W, 3) uint8 with the jet colour map."""
+    colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255
+    return (image * (1 - opacity) + colours * opacity).round().astype(np.uint8)

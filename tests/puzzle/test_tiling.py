@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from puzzlecam.puzzle.tiling import merge, tile
+
+
+def test_tile_order_matches_hand_built_tiles():
+    # two 1-channel 4x4 images with distinct values
+    x = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4)
+    tiles = tile(x, grid=2)
+    assert tiles.shape == (8, 1, 2, 2)
+    expected = []
+    for row in range(2):  # tile (0,0) of every image, then (0,1), (1,0), (1,1)
+        for col in range(2):
+            for image in range(2):
+                expected.append(x[image, :, 2 * row : 2 * row + 2, 2 * col : 2 * col + 2])
+    torch.testing.assert_close(tiles, torch.stack(expected))
+    # tile (0,1) of image 1 holds values 16+2, 16+3, 16+6, 16+7
+    assert tiles[2 * 1 + 1, 0].tolist() == [[18.0, 19.0], [22.0, 23.0]]
+
+
+@pytest.mark.parametrize("grid", [2, 3])
+@pytest.mark.parametrize("size", [(6, 6), (7, 5), (9, 13), (1, 4)])
+def test_merge_inverts_tile(grid, size):
+    x = torch.randn(3, 4, *size)
+    before = x.clone()
+    tiles = tile(x, grid)
+    assert tiles.shape[0] == 3 * grid * grid
+    assert tiles.shape[-2:] == (-(-size[0] // grid), -(-size[1] // grid))
+    torch.testing.assert_close(merge(tiles, grid, size=size), x, rtol=0, atol=0)
+    torch.testing.assert_close(x, before)  # input untouched
+
+
+def test_odd_sizes_are_padded_not_cropped():
+    x = torch.ones(1, 1, 5, 5)
+    tiles = tile(x, 2)
+    assert tiles.shape == (4, 1, 3, 3)
+    # every original pixel survives: 25 ones, the 11 padded cells are zero
+    assert tiles.sum().item() == 25
+    assert merge(tiles, 2).shape == (1, 1, 6, 6)
+
+
+def test_merge_rejects_wrong_tile_count():
+    with pytest.raises(ValueError, match="cannot come from"):
+        merge(torch.zeros(5, 1, 2, 2), 2)

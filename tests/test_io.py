@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from puzzlecam.errors import DataError
+from puzzlecam.io import (
+    atomic_write,
+    load_image,
+    load_label_png,
+    load_npz,
+    save_label_png,
+    save_npz,
+)
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as handle:
+            handle.write(b"half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]  # no temp file left behind
+
+
+def test_corrupt_and_missing_images_name_the_file(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(DataError, match="broken.jpg: cannot be read"):
+        load_image(bad)
+    with pytest.raises(DataError, match="nothere.jpg: image file not found"):
+        load_image(tmp_path / "nothere.jpg")
+    truncated = tmp_path / "truncated.png"
+    Image.fromarray(np.full((64, 64, 3), 7, np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    with pytest.raises(DataError, match="truncated.png"):
+        load_image(truncated)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16"])
+def test_every_mode_becomes_rgb(tmp_path, mode):
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
+    if mode == "I;16":
+        Image.fromarray(np.full((5, 7), 4000, np.uint16)).save(path)
+    else:
+        Image.new(mode, (7, 5)).save(path)
+    image = load_image(path)
+    assert image.mode == "RGB" and image.size == (7, 5)
+
+
+def test_rgba_transparent_pixels_become_white(tmp_path):
+    path = tmp_path / "t.png"
+    pixels = np.zeros((2, 2, 4), np.uint8)
+    pixels[0, 0] = (255, 0, 0, 255)  # opaque red; the rest transparent
+    Image.fromarray(pixels, "RGBA").save(path)
+    rgb = np.asarray(load_image(path))
+    assert rgb[0, 0].tolist() == [255, 0, 0] and rgb[1, 1].tolist() == [255, 255, 255]
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    Image.new("RGB", (40, 20)).save(path, exif=exif)
+    assert load_image(path).size == (20, 40)
+
+
+def test_label_png_round_trip_and_rgb_rejected(tmp_path):
+    labels = np.array([[0, 1], [255, 20]], np.uint8)
+    save_label_png(tmp_path / "l.png", labels)
+    assert Image.open(tmp_path / "l.png").mode == "P"
+    np.testing.assert_array_equal(load_label_png(tmp_path / "l.png"), labels)
+    Image.new("RGB", (2, 2)).save(tmp_path / "rgb.png")
+    with pytest.raises(DataError, match="rgb.png.*mode RGB"):
+        load_label_png(tmp_path / "rgb.png")
+
+
+def test_npz_has_no_pickle(tmp_path):
+    save_npz(tmp_path / "a.npz", keys=np.array([1, 3]), scores=np.ones((2, 3, 4), np.float16))
+    data = load_npz(tmp_path / "a.npz")
+    assert data["keys"].tolist() == [1, 3] and data["scores"].dtype == np.float16
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "evil.npz", "w") as archive:
+        archive.write(tmp_path / "obj.npy", "obj.npy")
+    with pytest.raises(DataError, match="evil.npz"):
+        load_npz(tmp_path / "evil.npz")

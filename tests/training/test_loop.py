@@ -1,0 +1,139 @@
+"""The training loop: resume gives the same weights, sharding covers each batch once,
+the poly schedule and the parameter groups are the reference's."""
+
+import pytest
+import torch
+from torch import nn
+
+from puzzlecam.data.datasets import ClassificationDataset
+from puzzlecam.data.transforms import AugmentConfig
+from puzzlecam.data.voc import read_voc
+from puzzlecam.errors import RunDirError
+from puzzlecam.io import read_jsonl
+from puzzlecam.models.backbone import BackboneConfig
+from puzzlecam.models.classifier import CamClassifier
+from puzzlecam.puzzle.losses import PuzzleConfig
+from puzzlecam.puzzle.trainer import PuzzleCamTrainer
+from puzzlecam.training.distributed import DistContext
+from puzzlecam.training.loop import LoopConfig, StepSampler, fit, load_weights
+from puzzlecam.training.optim import OptimConfig, parameter_groups, poly_factor
+
+TINY = BackboneConfig(name="test_efficientnet", pretrained="none", norm="fix")
+LOOP = LoopConfig(epochs=2, batch_size=4, num_workers=0, log_every_steps=1)
+OPTIM = OptimConfig(lr=0.01)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfter(nn.Module):
+    """Wraps a trainer and raises on its n-th call: a run killed mid-epoch."""
+
+    def __init__(self, trainer, calls):
+        super().__init__()
+        self.trainer, self.model, self.left = trainer, trainer.model, calls
+
+    def forward(self, *batch, progress):
+        if self.left == 0:
+            raise _Interrupt
+        self.left -= 1
+        return self.trainer(*batch, progress=progress)
+
+
+def _setup(voc_tree):
+    torch.manual_seed(0)
+    split = read_voc(voc_tree, "train")
+    model = CamClassifier(TINY, split.num_classes)
+    trainer = PuzzleCamTrainer(model, PuzzleConfig(alpha_max=1.0))
+    dataset = ClassificationDataset(split, AugmentConfig(40, 56, 32), (128, 128, 128), seed=3)
+    return trainer, dataset, parameter_groups(model, model.new_modules, OPTIM)
+
+
+def _train(voc_tree, out_dir, stop_after=None, loop=LOOP):
+    trainer, dataset, groups = _setup(voc_tree)
+    if stop_after is not None:
+        trainer = _StopAfter(trainer, stop_after)
+    return fit(trainer, dataset, groups, OPTIM, loop, out_dir, "fp-1", progress=False)
+
+
+def test_resume_after_interruption_gives_same_weights(voc_tree, tmp_path):
+    reference = load_weights(_train(voc_tree, tmp_path / "straight"))["state_dict"]
+    # killed in epoch 2 (steps 1-2 are epoch 1, the 3rd call is epoch 2's first step)
+    with pytest.raises(_Interrupt):
+        _train(voc_tree, tmp_path / "resumed", stop_after=2 + 1)
+    assert (tmp_path / "resumed" / "checkpoint.pt").is_file()
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    resumed = load_weights(_train(voc_tree, tmp_path / "resumed"))["state_dict"]
+    for key, value in reference.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
+    steps = [
+        r["step"] for r in read_jsonl(tmp_path / "resumed" / "metrics.jsonl") if "type" not in r
+    ]
+    assert steps == [1, 2, 3, 4]  # no duplicated log lines after the resume
+
+
+def test_mid_epoch_checkpoints_resume_exactly(voc_tree, tmp_path):
+    loop = LoopConfig(epochs=1, batch_size=2, num_workers=0, checkpoint_every_steps=1)
+    reference = load_weights(_train(voc_tree, tmp_path / "a", loop=loop))["state_dict"]
+    with pytest.raises(_Interrupt):
+        _train(voc_tree, tmp_path / "b", stop_after=2, loop=loop)
+    resumed = load_weights(_train(voc_tree, tmp_path / "b", loop=loop))["state_dict"]
+    for key, value in reference.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0)
+
+
+def test_loss_decreases_on_a_learnable_task(voc_tree, tmp_path):
+
+    loop = LoopConfig(epochs=6, batch_size=4, num_workers=0, log_every_steps=1)
+    _train(voc_tree, tmp_path / "run", loop=loop)
+    losses = [
+        r["cls_loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "type" not in r
+    ]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+
+def test_checkpoint_of_other_config_is_refused(voc_tree, tmp_path):
+    with pytest.raises(_Interrupt):
+        _train(voc_tree, tmp_path / "r", stop_after=2 + 1)
+    trainer, dataset, groups = _setup(voc_tree)
+    with pytest.raises(RunDirError, match="another configuration"):
+        fit(trainer, dataset, groups, OPTIM, LOOP, tmp_path / "r", "fp-2", progress=False)
+
+
+def test_two_ranks_see_exactly_the_one_rank_batches():
+    one = list(StepSampler(10, 4, DistContext(), seed=1, epoch=2))
+    ranks = [
+        list(StepSampler(10, 2, DistContext(rank=r, world_size=2), seed=1, epoch=2))
+        for r in range(2)
+    ]
+    assert len(one) == 2  # 10 // 4, the incomplete batch dropped
+    for step, batch in enumerate(one):
+        assert ranks[0][step] + ranks[1][step] == batch
+    resumed = list(StepSampler(10, 4, DistContext(), seed=1, epoch=2, start_micro=1))
+    assert resumed == one[1:]
+    assert list(StepSampler(10, 4, DistContext(), seed=1, epoch=3)) != one
+
+
+def test_poly_factor_and_groups():
+    assert poly_factor(0, 100, 0.9) == 1.0
+    assert poly_factor(50, 100, 0.9) == pytest.approx(0.5**0.9)
+    assert poly_factor(100, 100, 0.9) == 0.0
+    model = CamClassifier(TINY, 3)
+    groups = {
+        g["name"]: g
+        for g in parameter_groups(model, model.new_modules, OptimConfig(lr=0.1, weight_decay=1e-4))
+    }
+    assert groups["new_weights"]["params"] == [model.classifier.weight]
+    assert (
+        groups["new_weights"]["lr"] == pytest.approx(1.0)
+        and groups["new_weights"]["weight_decay"] == 1e-4
+    )
+    assert "new_biases" not in groups  # the classifier has no bias
+    assert (
+        groups["pretrained_biases"]["lr"] == pytest.approx(0.2)
+        and groups["pretrained_biases"]["weight_decay"] == 0
+    )
+    assert groups["pretrained_weights"]["lr"] == pytest.approx(0.1)
+    total = sum(len(g["params"]) for g in groups.values())
+    assert total == len(list(model.parameters()))
