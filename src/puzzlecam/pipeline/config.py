@@ -158,8 +158,12 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """Every stage's settings. ``until`` stops the pipeline early: after the CAMs, after
+    the pseudo labels, or (default) after the segmentation model."""
+
     name: str = "run"
     device: str = "auto"
+    until: Literal["cams", "pseudo-labels", "train-seg"] = "train-seg"
     data: DataConfig = field(default_factory=DataConfig)
     train_cls: TrainClsConfig = field(default_factory=TrainClsConfig)
     cams: CamConfig = field(default_factory=CamConfig)

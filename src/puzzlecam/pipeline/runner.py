@@ -30,40 +30,59 @@ class Stage:
 
 def plan_stages(config: RunConfig) -> list[Stage]:
     """Every stage the config asks for, in order."""
+    plan: list[Stage] = []
+
+    def add(
+        name: str, command: str, action: Callable, settings: Any, inputs: tuple[str, ...] = ()
+    ) -> None:
+        plan.append(Stage(name, command, action, settings, inputs))
+
+    add("data", "data", S.stage_data, config.data)
     methods = ["puzzle_cam"] + (["plain_cam"] if config.train_cls.baseline_plain_cam else [])
-    plan = [Stage("data", "data", S.stage_data, config.data)]
     for method in methods:
-        plan.append(
-            Stage(
-                f"train_cls/{method}",
-                "train-cls",
-                partial(S.stage_train_cls, method=method),
-                {"train_cls": config.train_cls, "method": method},
-                ("data",),
-            )
-        )
+        add(f"train_cls/{method}", "train-cls", partial(S.stage_train_cls, method=method),
+            {"train_cls": config.train_cls, "method": method}, ("data",))  # fmt: skip
     for method in methods:
-        roles = ("train", "val") if method == "puzzle_cam" else ("val",)
-        for role in roles:
+        for role in ("train", "val") if method == "puzzle_cam" else ("val",):
             cams = f"cams/{method}/{role}"
-            plan.append(
-                Stage(
-                    cams,
-                    "cams",
-                    partial(S.stage_cams, method=method, role=role),
-                    {"cams": config.cams, "role": role},
-                    (f"train_cls/{method}",),
-                )
+            add(cams, "cams", partial(S.stage_cams, method=method, role=role),
+                {"cams": config.cams, "role": role}, (f"train_cls/{method}",))  # fmt: skip
+            add(
+                f"eval/{cams}",
+                "eval",
+                partial(S.stage_eval_cams, method=method, role=role),
+                config.eval,
+                (cams,),
             )
-            plan.append(
-                Stage(
-                    f"eval/{cams}",
-                    "eval",
-                    partial(S.stage_eval_cams, method=method, role=role),
-                    config.eval,
-                    (cams,),
-                )
-            )
+    if config.until == "cams":
+        return plan
+
+    add("affinity_labels", "affinity-labels", S.stage_affinity_labels, config.affinity_labels,
+        ("cams/puzzle_cam/train",))  # fmt: skip
+    add("train_aff", "train-aff", S.stage_train_aff, config.train_aff, ("affinity_labels",))
+    for role in ("train", "val"):
+        add(f"rw/{role}", "rw", partial(S.stage_rw, role=role), {"rw": config.rw, "role": role},
+            ("train_aff", f"cams/puzzle_cam/{role}"))  # fmt: skip
+        add(
+            f"eval/rw/{role}",
+            "eval",
+            partial(S.stage_eval_rw, role=role),
+            config.eval,
+            (f"rw/{role}",),
+        )
+        add(f"pseudo_labels/{role}", "pseudo-labels", partial(S.stage_pseudo_labels, role=role),
+            {"pseudo_labels": config.pseudo_labels, "role": role}, (f"rw/{role}",))  # fmt: skip
+        add(f"eval/pseudo_labels/{role}", "eval", partial(S.stage_eval_pseudo_labels, role=role),
+            config.eval, (f"pseudo_labels/{role}",))  # fmt: skip
+    if config.until == "pseudo-labels":
+        return plan
+
+    for variant in ["weak"] + (["full"] if config.train_seg.fully_supervised else []):
+        add(f"train_seg/{variant}", "train-seg", partial(S.stage_train_seg, variant=variant),
+            {"train_seg": config.train_seg, "variant": variant},
+            ("pseudo_labels/train",) if variant == "weak" else ("data",))  # fmt: skip
+        add(f"eval/predict/{variant}", "eval", partial(S.stage_predict_eval, variant=variant),
+            {"predict": config.predict, "eval": config.eval}, (f"train_seg/{variant}",))  # fmt: skip
     return plan
 
 

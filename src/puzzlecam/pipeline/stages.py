@@ -6,23 +6,39 @@ The CLI and ``run`` call these; they take a RunContext and the stage's fingerpri
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
+from puzzlecam.affinity.inference import boundary_map, refine_scores
+from puzzlecam.affinity.label_maps import confident_labels, pseudo_labels
+from puzzlecam.affinity.trainer import AffinityTrainer
+from puzzlecam.cams.scores import ScoreMaps, load_scores, save_scores
 from puzzlecam.cams.writer import write_cams
-from puzzlecam.data.datasets import ClassificationDataset
+from puzzlecam.config import from_dict, to_dict
+from puzzlecam.crf import crf_available
+from puzzlecam.data.datasets import ClassificationDataset, InferenceDataset, SegmentationDataset
 from puzzlecam.data.demo import build_demo_dataset
-from puzzlecam.data.samples import SplitData
-from puzzlecam.errors import DataError
+from puzzlecam.data.samples import Sample, SplitData
+from puzzlecam.errors import DataError, RunDirError
+from puzzlecam.io import load_image, save_label_png
 from puzzlecam.metrics.evaluate import evaluate_directory, format_table, write_result
+from puzzlecam.models.affinitynet import AffinityNet
 from puzzlecam.models.backbone import BackboneConfig, backbone_normalization
 from puzzlecam.models.classifier import CamClassifier
+from puzzlecam.models.segmenter import Segmenter
 from puzzlecam.pipeline.context import RunContext
+from puzzlecam.pipeline.parallel import default_workers, map_images
 from puzzlecam.pipeline.run_dir import claim_output_dir
 from puzzlecam.puzzle.losses import PuzzleConfig
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
-from puzzlecam.training.distributed import shard
+from puzzlecam.segmentation.predict import predict_labels
+from puzzlecam.segmentation.trainer import SegmentationTrainer
+from puzzlecam.training.distributed import barrier, shard
 from puzzlecam.training.loop import fit, load_weights
 from puzzlecam.training.optim import parameter_groups
 
@@ -177,3 +193,274 @@ def evaluate_scores(
 def stage_eval_cams(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
     if ctx.dist.is_main:
         evaluate_scores(ctx, ctx.run.cams_dir(method, role), role, method, f"cams_{method}_{role}")
+
+
+# --- random-walk refinement (stages 4-6) ------------------------------------------------
+
+
+def _crf_iterations(ctx: RunContext, wanted: bool, iterations: int, stage: str) -> int:
+    if not wanted:
+        return 0
+    if not crf_available():
+        ctx.log(
+            f"{stage}: pydensecrf2 is not installed, running without CRF (pip install 'puzzlecam[crf]')"
+        )
+        return 0
+    return iterations
+
+
+def _affinity_label_job(
+    sample: Sample, cams_dir: Path, out_dir: Path, fg: float, bg: float, crf: int
+) -> None:
+    image = np.asarray(load_image(sample.image_path))
+    maps = load_scores(cams_dir / f"{sample.image_id}.npz")
+    scores = maps.scores.astype(np.float32)
+    if scores.shape[1:] != image.shape[:2]:
+        raise DataError(
+            cams_dir / f"{sample.image_id}.npz",
+            f"CAMs are {scores.shape[1:]}, the image {image.shape[:2]}",
+        )
+    save_label_png(
+        out_dir / f"{sample.image_id}.png", confident_labels(image, scores, maps.keys, fg, bg, crf)
+    )
+
+
+def stage_affinity_labels(ctx: RunContext, fingerprint: str) -> None:
+    config = ctx.config.affinity_labels
+    out_dir = ctx.run.affinity_labels_dir("train")
+    if ctx.dist.is_main:
+        claim_output_dir(out_dir, fingerprint)
+    barrier(ctx.dist)
+    crf = _crf_iterations(ctx, config.crf, config.crf_iterations, "affinity-labels")
+    todo = [
+        s
+        for s in shard(list(ctx.split("train").samples), ctx.dist)
+        if not (out_dir / f"{s.image_id}.png").is_file()
+    ]
+    job = partial(
+        _affinity_label_job,
+        cams_dir=ctx.run.cams_dir("puzzle_cam", "train"),
+        out_dir=out_dir,
+        fg=config.fg_threshold,
+        bg=config.bg_threshold,
+        crf=crf,
+    )
+    map_images(job, todo, default_workers(), "affinity labels", ctx.progress)
+    ctx.log(f"affinity labels: {len(todo)} written to {out_dir}")
+
+
+def stage_train_aff(ctx: RunContext, fingerprint: str) -> None:
+    config = ctx.config.train_aff
+    train = ctx.split("train")
+    model = AffinityNet(config.backbone)
+    dataset = SegmentationDataset(
+        train,
+        config.augment,
+        pad_value(config.backbone),
+        config.loop.seed,
+        label_dir=ctx.run.affinity_labels_dir("train"),
+        label_stride=4,
+    )
+    # the head is all there is to train: one learning rate for it, as the reference
+    groups = parameter_groups(model, [], config.optim)
+    fit(
+        AffinityTrainer(model, config.radius),
+        dataset,
+        groups,
+        config.optim,
+        config.loop,
+        ctx.run.affinity_dir,
+        fingerprint,
+        ctx.dist,
+        description="train-aff",
+        meta={"radius": config.radius},
+        progress=ctx.progress,
+    )
+
+
+def load_affinitynet(ctx: RunContext, device: torch.device | str = "cpu") -> AffinityNet:
+    backbone = dataclasses.replace(ctx.config.train_aff.backbone, pretrained="none")
+    model = AffinityNet(backbone)
+    model.load_state_dict(load_weights(ctx.run.affinity_dir / "model.pt")["state_dict"])
+    return model.to(device).eval()
+
+
+def stage_rw(ctx: RunContext, fingerprint: str, role: str) -> None:
+    config = ctx.config.rw
+    out_dir = ctx.run.rw_dir(role)
+    if ctx.dist.is_main:
+        claim_output_dir(out_dir, fingerprint)
+    barrier(ctx.dist)
+    cams_dir = ctx.run.cams_dir("puzzle_cam", role)
+    device = ctx.dist.device
+    model = load_affinitynet(ctx, device)
+    todo = [
+        s
+        for s in shard(list(ctx.split(role).samples), ctx.dist)
+        if not (out_dir / f"{s.image_id}.npz").is_file()
+    ]
+    loader = DataLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
+    bar = tqdm(
+        total=len(todo),
+        desc=f"rw {role}",
+        disable=not ctx.progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
+    for index, image in loader:
+        sample = todo[index]
+        maps = load_scores(cams_dir / f"{sample.image_id}.npz")
+        if maps.scores_stride4 is None:
+            raise DataError(
+                cams_dir / f"{sample.image_id}.npz",
+                "score file has no stride-4 CAMs for the random walk",
+            )
+        boundary = boundary_map(model, image.to(device))
+        cams = torch.from_numpy(maps.scores_stride4.astype(np.float32)).to(device)
+        refined = refine_scores(
+            cams, boundary, tuple(image.shape[-2:]), config.beta, config.exp_times, config.radius
+        )
+        save_scores(out_dir / f"{sample.image_id}.npz", ScoreMaps(maps.keys, refined.cpu().numpy()))
+        bar.update(1)
+    bar.close()
+    ctx.log(f"rw {role}: {len(todo)} written to {out_dir}")
+
+
+def _pseudo_label_job(
+    sample: Sample, rw_dir: Path, out_dir: Path, threshold: float, crf: int
+) -> None:
+    image = np.asarray(load_image(sample.image_path))
+    maps = load_scores(rw_dir / f"{sample.image_id}.npz")
+    labels = pseudo_labels(image, maps.scores.astype(np.float32), maps.keys, threshold, crf)
+    save_label_png(out_dir / f"{sample.image_id}.png", labels)
+
+
+def stage_pseudo_labels(ctx: RunContext, fingerprint: str, role: str) -> None:
+    config = ctx.config.pseudo_labels
+    out_dir = ctx.run.pseudo_labels_dir(role)
+    if ctx.dist.is_main:
+        claim_output_dir(out_dir, fingerprint)
+    barrier(ctx.dist)
+    crf = _crf_iterations(ctx, config.crf, config.crf_iterations, "pseudo-labels")
+    todo = [
+        s
+        for s in shard(list(ctx.split(role).samples), ctx.dist)
+        if not (out_dir / f"{s.image_id}.png").is_file()
+    ]
+    job = partial(
+        _pseudo_label_job,
+        rw_dir=ctx.run.rw_dir(role),
+        out_dir=out_dir,
+        threshold=config.threshold,
+        crf=crf,
+    )
+    map_images(job, todo, default_workers(), f"pseudo labels {role}", ctx.progress)
+    ctx.log(f"pseudo labels {role}: {len(todo)} written to {out_dir}")
+
+
+def stage_eval_rw(ctx: RunContext, fingerprint: str, role: str) -> None:
+    if ctx.dist.is_main:
+        evaluate_scores(ctx, ctx.run.rw_dir(role), role, "rw", f"rw_{role}")
+
+
+def stage_eval_pseudo_labels(ctx: RunContext, fingerprint: str, role: str) -> None:
+    if not ctx.dist.is_main:
+        return
+    threshold = ctx.config.pseudo_labels.threshold
+    evaluate_scores(
+        ctx,
+        ctx.run.rw_dir(role),
+        role,
+        "pseudo_labels_nocrf",
+        f"pseudo_labels_nocrf_{role}",
+        (threshold,),
+    )
+    evaluate_scores(
+        ctx, ctx.run.pseudo_labels_dir(role), role, "pseudo_labels", f"pseudo_labels_{role}"
+    )
+
+
+# --- segmentation (stages 7-8) ----------------------------------------------------------
+
+SEG_VARIANTS = {"weak": "deeplab_weak", "full": "deeplab_full"}
+
+
+def segmenter_meta(ctx: RunContext) -> dict:
+    """What a segmentation weights file needs to rebuild its model on its own."""
+    config = ctx.config.train_seg
+    return {
+        "kind": "segmenter",
+        "backbone": to_dict(dataclasses.replace(config.backbone, pretrained="none")),
+        "head_norm": config.head_norm,
+        "classes": list(ctx.split("train").classes),
+    }
+
+
+def stage_train_seg(ctx: RunContext, fingerprint: str, variant: str) -> None:
+    config = ctx.config.train_seg
+    train = ctx.split("train")
+    label_dir = ctx.run.pseudo_labels_dir("train") if variant == "weak" else None
+    if variant == "full":
+        train = train.with_masks()
+    model = Segmenter(config.backbone, train.num_classes + 1, config.head_norm)
+    dataset = SegmentationDataset(
+        train, config.augment, pad_value(config.backbone), config.loop.seed, label_dir=label_dir
+    )
+    groups = parameter_groups(model, model.new_modules, config.optim)
+    fit(
+        SegmentationTrainer(model),
+        dataset,
+        groups,
+        config.optim,
+        config.loop,
+        ctx.run.segmentation_dir(variant),
+        fingerprint,
+        ctx.dist,
+        description=f"train-seg {variant}",
+        meta=segmenter_meta(ctx),
+        progress=ctx.progress,
+    )
+
+
+def load_segmenter(path: Path, device: torch.device | str = "cpu") -> Segmenter:
+    """A segmentation model from its weights file (self-describing: backbone, classes)."""
+    payload = load_weights(path)
+    meta = payload.get("meta", {})
+    if meta.get("kind") != "segmenter":
+        raise RunDirError(f"{path}: not a segmentation model's weights (kind {meta.get('kind')!r})")
+    backbone = from_dict(BackboneConfig, meta["backbone"])
+    model = Segmenter(backbone, len(meta["classes"]) + 1, meta["head_norm"])
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()
+
+
+def stage_predict_eval(ctx: RunContext, fingerprint: str, variant: str) -> None:
+    """The segmentation model on the val split, scored against its masks."""
+    config = ctx.config.predict
+    out_dir = ctx.run.predictions_dir(variant, "val")
+    if ctx.dist.is_main:
+        claim_output_dir(out_dir, fingerprint)
+    barrier(ctx.dist)
+    model = load_segmenter(ctx.run.segmentation_dir(variant) / "model.pt", ctx.dist.device)
+    crf = _crf_iterations(ctx, config.crf, config.crf_iterations, "predict")
+    todo = [
+        s
+        for s in shard(list(ctx.split("val").samples), ctx.dist)
+        if not (out_dir / f"{s.image_id}.png").is_file()
+    ]
+    loader = DataLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
+    bar = tqdm(
+        total=len(todo),
+        desc=f"predict {variant}",
+        disable=not ctx.progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
+    for index, image in loader:
+        labels = predict_labels(model, image.to(ctx.dist.device), config.scales, config.flip, crf)
+        save_label_png(out_dir / f"{todo[index].image_id}.png", labels)
+        bar.update(1)
+    bar.close()
+    barrier(ctx.dist)
+    if ctx.dist.is_main:
+        evaluate_scores(ctx, out_dir, "val", SEG_VARIANTS[variant], f"{SEG_VARIANTS[variant]}_val")
