@@ -142,13 +142,18 @@ class TrainSegConfig:
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """Stage 8: the segmentation model on images: scales x flip, optional CRF."""
+    """Stage 8: the segmentation model on images: scales x flip, optional CRF.
+
+    Images whose long side exceeds ``max_long_side`` are segmented at that size and the
+    masks resized back to the image (a 4000x3000 photo at scale 2 would not fit memory).
+    """
 
     scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     flip: bool = True
     crf: bool = False
     crf_iterations: int = 10
     batch_size: int = 4
+    max_long_side: int = 1024
 
 
 @dataclass(frozen=True)
