@@ -7,6 +7,7 @@ metadata to JSON, labels to palette PNGs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -48,6 +49,7 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -55,7 +57,24 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
         raise
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@functools.cache
+def _palette(num_entries: int) -> tuple[int, ...]:
+    return tuple(_voc_palette(num_entries))
+
+
 def voc_palette(num_entries: int = 256) -> list[int]:
+    """The PASCAL VOC colour map as a flat ``[r0, g0, b0, r1, ...]`` list (index 255 is cream)."""
+    return list(_palette(num_entries))
+
+
+def _voc_palette(num_entries: int) -> list[int]:
     """The PASCAL VOC colour map as a flat ``[r0, g0, b0, r1, ...]`` list (index 255 is cream)."""
     palette = []
     for index in range(num_entries):

@@ -1,0 +1,231 @@
+"""The demo benchmark builder: layout, exact masks, determinism, resumption, sources."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from puzzlecam.constants import IGNORE_INDEX
+from puzzlecam.data import fashion_mnist as fm
+from puzzlecam.data.demo import (
+    DEMO_CLASSES,
+    DemoDataConfig,
+    build_demo_dataset,
+    demo_image_ids,
+)
+from puzzlecam.data.voc import read_voc
+from puzzlecam.errors import ConfigError, DataError
+from puzzlecam.io import load_label_png
+
+TINY = DemoDataConfig(num_train=6, num_val=4, image_size=(64, 64), item_size=(24, 40), seed=3)
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def image_ids(root: Path) -> list[str]:
+    lists = root / "ImageSets" / "Segmentation"
+    return [i for s in ("train", "val") for i in (lists / f"{s}.txt").read_text().split()]
+
+
+def xml_objects(path: Path) -> list[ElementTree.Element]:
+    return list(ElementTree.parse(path).getroot().iter("object"))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo") / "tiny"
+    summary = build_demo_dataset(root, TINY)
+    assert not summary.reused
+    return root
+
+
+def test_layout(built: Path) -> None:
+    for folder in ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets/Segmentation"):
+        assert (built / folder).is_dir()
+    assert (built / "classes.txt").read_text().split("\n")[:-1] == list(DEMO_CLASSES)
+    assert all(name.isidentifier() for name in DEMO_CLASSES) and len(DEMO_CLASSES) == 10
+    lists = built / "ImageSets" / "Segmentation"
+    assert (lists / "train.txt").read_text().split() == demo_image_ids("train", 6)
+    assert (lists / "val.txt").read_text().split() == demo_image_ids("val", 4)
+    for image_id in image_ids(built):
+        with Image.open(built / "JPEGImages" / f"{image_id}.jpg") as image:
+            assert image.format == "JPEG" and image.mode == "RGB" and image.size == (64, 64)
+        with Image.open(built / "SegmentationClass" / f"{image_id}.png") as label:
+            assert label.mode == "P" and label.size == (64, 64)
+    meta = json.loads((built / "demo.json").read_text())
+    assert meta["complete"] is True
+    assert meta["config"] == TINY.to_dict()
+    assert len(meta["fingerprint"]) == 64
+    assert not [p for p in built.rglob("*.tmp")]
+
+
+def test_masks_and_annotations_agree(built: Path) -> None:
+    allowed = set(range(len(DEMO_CLASSES) + 1)) | {IGNORE_INDEX}
+    for image_id in image_ids(built):
+        mask = load_label_png(built / "SegmentationClass" / f"{image_id}.png")
+        assert set(np.unique(mask).tolist()) <= allowed
+        in_mask = {DEMO_CLASSES[v - 1] for v in np.unique(mask).tolist() if 0 < v < IGNORE_INDEX}
+        objects = xml_objects(built / "Annotations" / f"{image_id}.xml")
+        assert in_mask and {o.findtext("name") for o in objects} == in_mask
+        for obj in objects:
+            assert obj.findtext("difficult") == "0"
+            box = [int(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
+            assert 1 <= box[0] <= box[2] <= 64 and 1 <= box[1] <= box[3] <= 64
+            value = DEMO_CLASSES.index(obj.findtext("name")) + 1
+            inside = mask[box[1] - 1 : box[3], box[0] - 1 : box[2]]
+            assert (inside == value).any()  # the box frames pixels of its class
+
+
+def test_project_voc_reader_reads_it(built: Path) -> None:
+    for split, count in (("train", 6), ("val", 4)):
+        data = read_voc(built, split)
+        assert data.classes == DEMO_CLASSES and len(data.samples) == count and not data.skipped
+        for sample in data.samples:
+            mask = load_label_png(sample.mask_path)
+            present = {int(v) - 1 for v in np.unique(mask) if 0 < v < IGNORE_INDEX}
+            assert set(sample.tags) == present
+
+
+def test_items_are_disjoint_and_never_reused(built: Path) -> None:
+    records = json.loads((built / "demo_items.json").read_text())
+    used = {s: [o["item"] for objs in records[s].values() for o in objs] for s in records}
+    assert len(used["train"]) == len(set(used["train"])) >= 6
+    assert len(used["val"]) == len(set(used["val"])) >= 4
+    # train items come from Fashion-MNIST's train split, val items from its test split:
+    # no pixel-identical item on both sides
+    train_items = fm.load_bundled_fashion_mnist("train").images[used["train"]]
+    test_items = fm.load_bundled_fashion_mnist("test").images[used["val"]]
+    assert not {a.tobytes() for a in train_items} & {b.tobytes() for b in test_items}
+    classes = fm.load_bundled_fashion_mnist("train").labels[used["train"]]
+    names = [o["class"] for objs in records["train"].values() for o in objs]
+    assert names == [DEMO_CLASSES[c] for c in classes]
+
+
+def test_same_config_gives_identical_bytes(built: Path, tmp_path: Path) -> None:
+    state = np.random.get_state()[1].copy()
+    build_demo_dataset(tmp_path / "again", TINY)
+    assert all_files(tmp_path / "again") == all_files(built)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)  # global RNG untouched
+
+
+def test_other_seed_gives_other_images(built: Path, tmp_path: Path) -> None:
+    other = DemoDataConfig(**{**TINY.to_dict(), "seed": 4})
+    summary = build_demo_dataset(tmp_path / "other", other)
+    assert summary.fingerprint != json.loads((built / "demo.json").read_text())["fingerprint"]
+    for image_id in image_ids(built):
+        first = (built / "JPEGImages" / f"{image_id}.jpg").read_bytes()
+        assert (tmp_path / "other" / "JPEGImages" / f"{image_id}.jpg").read_bytes() != first
+
+
+def test_rerun_is_a_no_op(built: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in built.rglob("*")}
+    summary = build_demo_dataset(built, TINY)
+    assert summary.reused
+    assert summary.num_images == {"train": 6, "val": 4}
+    assert sum(summary.items_per_class["train"].values()) == summary.num_items["train"] >= 6
+    assert {p: p.stat().st_mtime_ns for p in built.rglob("*")} == before
+
+
+def test_other_config_in_same_root_is_refused(built: Path) -> None:
+    before = all_files(built)
+    other = DemoDataConfig(**{**TINY.to_dict(), "seed": 9})
+    with pytest.raises(DataError, match="different configuration.*seed 3 -> 9"):
+        build_demo_dataset(built, other)
+    assert all_files(built) == before
+
+
+def test_foreign_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"not ours")
+    with pytest.raises(DataError, match="not a demo build"):
+        build_demo_dataset(tmp_path / "photos", TINY)
+
+
+def test_interrupted_build_completes(built: Path, tmp_path: Path) -> None:
+    root = tmp_path / "broken"
+    build_demo_dataset(root, TINY)
+    reference = all_files(built)
+    # as if killed mid-way: files missing, a temp file of an atomic write left, not complete
+    (root / "JPEGImages" / "train_000002.jpg").unlink()
+    (root / "SegmentationClass" / "val_000001.png").unlink()
+    (root / "Annotations" / "train_000005.xml").unlink()
+    (root / "ImageSets" / "Segmentation" / "val.txt").unlink()
+    (root / "JPEGImages" / ".train_000003.jpg.x1y2z3.tmp").write_bytes(b"half a JPEG")
+    meta = json.loads((root / "demo.json").read_text())
+    (root / "demo.json").write_text(json.dumps({**meta, "complete": False}))
+
+    summary = build_demo_dataset(root, TINY)
+    assert not summary.reused
+    assert all_files(root) == reference
+
+    (root / "Annotations" / "val_000003.xml").unlink()  # complete build, a file lost
+    assert not build_demo_dataset(root, TINY).reused
+    assert all_files(root) == reference
+
+
+def test_ignore_band_is_thin_and_follows_boundaries(tmp_path: Path) -> None:
+    # one item per image: boundaries are exactly the label changes of the band-free mask
+    single = {**TINY.to_dict(), "max_items": 1, "num_val": 2}
+    plain = build_demo_dataset(tmp_path / "plain", DemoDataConfig(**{**single, "border_width": 0}))
+    banded = build_demo_dataset(tmp_path / "banded", DemoDataConfig(**single))
+    assert plain.fingerprint != banded.fingerprint
+    for image_id in image_ids(tmp_path / "plain"):
+        raw = load_label_png(tmp_path / "plain" / "SegmentationClass" / f"{image_id}.png")
+        mask = load_label_png(tmp_path / "banded" / "SegmentationClass" / f"{image_id}.png")
+        assert IGNORE_INDEX not in raw
+        padded = np.pad(raw, 1, mode="edge")
+        windows = [padded[dy : dy + 64, dx : dx + 64] for dy in range(3) for dx in range(3)]
+        near_change = np.max(windows, axis=0) != np.min(windows, axis=0)
+        np.testing.assert_array_equal(mask, np.where(near_change, IGNORE_INDEX, raw))
+        assert (mask == IGNORE_INDEX).sum() < (raw > 0).sum()  # a band, not the object
+        for name in ("JPEGImages", "Annotations"):
+            suffix = ".jpg" if name == "JPEGImages" else ".xml"
+            plain_bytes = (tmp_path / "plain" / name / f"{image_id}{suffix}").read_bytes()
+            assert plain_bytes == (tmp_path / "banded" / name / f"{image_id}{suffix}").read_bytes()
+
+
+def test_full_set_gives_the_same_dataset(built: Path, tmp_path: Path) -> None:
+    full = next((d for d in fm.DEFAULT_FASHION_MNIST_DIRS if d.is_dir()), None)
+    if full is None:
+        pytest.skip("full Fashion-MNIST set not installed (apt-get install dataset-fashion-mnist)")
+    summary = build_demo_dataset(tmp_path / "full", TINY, source=full)
+    assert summary.source == str(full)
+    from_full, from_bundled = all_files(tmp_path / "full"), all_files(built)
+    assert from_full.pop("demo.json") != from_bundled.pop("demo.json")  # names its source
+    assert from_full == from_bundled
+    assert summary.fingerprint == json.loads((built / "demo.json").read_text())["fingerprint"]
+
+
+def test_large_configs_need_the_full_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    big = DemoDataConfig(num_train=fm.BUNDLED_TRAIN_ITEMS // 3 + 1, num_val=1)
+    with pytest.raises(ConfigError, match="full set"):
+        build_demo_dataset(tmp_path / "a", big, source="bundled")
+    monkeypatch.delenv(fm.FASHION_MNIST_ENV, raising=False)
+    monkeypatch.setattr(fm, "DEFAULT_FASHION_MNIST_DIRS", (tmp_path / "nowhere",))
+    with pytest.raises(DataError, match="dataset-fashion-mnist"):
+        build_demo_dataset(tmp_path / "b", big)
+    with pytest.raises(ConfigError, match="distinct items"):
+        build_demo_dataset(tmp_path / "c", DemoDataConfig(num_train=20001))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_config_checks_and_round_trip() -> None:
+    with pytest.raises(ConfigError, match="lower item_size"):
+        DemoDataConfig(image_size=(64, 64))  # default items up to 80 px do not fit
+    with pytest.raises(ConfigError, match="min_items"):
+        DemoDataConfig(min_items=3, max_items=2)
+    with pytest.raises(ConfigError, match="valid"):
+        DemoDataConfig.from_dict({"num_trian": 5})
+    loaded = DemoDataConfig.from_dict(json.loads(json.dumps(TINY.to_dict())))
+    assert loaded == TINY and isinstance(loaded.image_size, tuple)
