@@ -23,7 +23,11 @@ def _items(label: int, count: int) -> torch.Tensor:
     chosen = np.flatnonzero(data.labels == label)[:count]
     images = []
     for index in chosen:
-        picture = Image.fromarray(255 - data.images[index]).resize((224, 224), Image.BICUBIC).convert("RGB")
+        picture = (
+            Image.fromarray(255 - data.images[index])
+            .resize((224, 224), Image.BICUBIC)
+            .convert("RGB")
+        )
         images.append(torch.from_numpy(np.array(picture)).permute(2, 0, 1).float() / 255)
     return (torch.stack(images) - 0.5) / 0.5  # tf_efficientnet_lite0 expects [-1, 1]
 
@@ -46,7 +50,9 @@ def test_known_inputs_get_their_imagenet_class(imagenet_lite0):
 
 
 def test_backbone_gets_the_package_weights():
-    backbone = create_backbone(BackboneConfig("tf_efficientnet_lite0", "efficientnet-lite0-package"))
+    backbone = create_backbone(
+        BackboneConfig("tf_efficientnet_lite0", "efficientnet-lite0-package")
+    )
     reference = efficientnet_lite0_state_dict()
     for key, value in backbone.state_dict().items():
         torch.testing.assert_close(value, reference[key], msg=key)

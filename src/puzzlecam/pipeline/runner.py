@@ -104,7 +104,8 @@ def run_pipeline(ctx: RunContext, commands: Iterable[str] | None = None) -> None
     """Run the stages of ``commands`` (all when None) that are not done yet."""
     plan = plan_stages(ctx.config)
     prints = stage_fingerprints(plan)
-    wanted = None if commands is None else set(commands)
+    # the data stage is cheap and every stage needs it: single commands run it too
+    wanted = None if commands is None else set(commands) | {"data"}
     by_name = {stage.name: stage for stage in plan}
     for stage in plan:
         if wanted is not None and stage.command not in wanted:
@@ -125,6 +126,7 @@ def run_pipeline(ctx: RunContext, commands: Iterable[str] | None = None) -> None
         barrier(ctx.dist)
         if ctx.dist.is_main:
             ctx.run.mark_done(stage.name, fingerprint, time.perf_counter() - started)
+        barrier(ctx.dist)  # every rank sees the manifest entry before the next stage
 
 
 def format_summary(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:

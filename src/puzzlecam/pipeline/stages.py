@@ -100,6 +100,7 @@ def load_classifier(
 def stage_train_cls(ctx: RunContext, fingerprint: str, method: str) -> None:
     config = ctx.config.train_cls
     train = ctx.split("train")
+    torch.manual_seed(config.loop.seed)  # the new layers' initial weights
     model = CamClassifier(config.backbone, train.num_classes)
     trainer = PuzzleCamTrainer(model, method_puzzle_config(ctx, method))
     dataset = ClassificationDataset(
@@ -118,6 +119,7 @@ def stage_train_cls(ctx: RunContext, fingerprint: str, method: str) -> None:
         description=f"train-cls {method}",
         meta={"classes": list(train.classes), "method": method},
         progress=ctx.progress,
+        sync_batchnorm=config.backbone.norm == "train",
     )
 
 
@@ -252,6 +254,7 @@ def stage_affinity_labels(ctx: RunContext, fingerprint: str) -> None:
 def stage_train_aff(ctx: RunContext, fingerprint: str) -> None:
     config = ctx.config.train_aff
     train = ctx.split("train")
+    torch.manual_seed(config.loop.seed)
     model = AffinityNet(config.backbone)
     dataset = SegmentationDataset(
         train,
@@ -402,6 +405,7 @@ def stage_train_seg(ctx: RunContext, fingerprint: str, variant: str) -> None:
     label_dir = ctx.run.pseudo_labels_dir("train") if variant == "weak" else None
     if variant == "full":
         train = train.with_masks()
+    torch.manual_seed(config.loop.seed)
     model = Segmenter(config.backbone, train.num_classes + 1, config.head_norm)
     dataset = SegmentationDataset(
         train, config.augment, pad_value(config.backbone), config.loop.seed, label_dir=label_dir
@@ -419,6 +423,7 @@ def stage_train_seg(ctx: RunContext, fingerprint: str, variant: str) -> None:
         description=f"train-seg {variant}",
         meta=segmenter_meta(ctx),
         progress=ctx.progress,
+        sync_batchnorm=config.backbone.norm == "train",
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
+from timm.layers import convert_sync_batchnorm
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
@@ -155,13 +156,16 @@ def fit(
     description: str = "train",
     meta: dict | None = None,
     progress: bool = True,
+    sync_batchnorm: bool = False,
 ) -> Path:
     """Train ``trainer.model`` and return the path of its final weights (``model.pt``).
 
     Files in ``out_dir``: ``checkpoint.pt`` (resume point), ``model.pt`` (final weights),
     ``metrics.jsonl`` (one record per log interval and per epoch), ``tensorboard/``.
     A finished run with the same fingerprint returns at once; a checkpoint from another
-    fingerprint is refused.
+    fingerprint is refused. ``sync_batchnorm``: under DDP, BatchNorm statistics are
+    computed over the global batch (for models whose BatchNorm trains; CUDA only, as torch's
+    SyncBatchNorm: on the CPU each process normalises with its own batch).
     """
     context = context or DistContext()
     out_dir = Path(out_dir)
@@ -217,6 +221,8 @@ def fit(
 
     model = trainer
     if context.enabled:
+        if sync_batchnorm and device.type == "cuda":  # torch's SyncBatchNorm is CUDA-only
+            trainer = convert_sync_batchnorm(trainer)
         model = nn.parallel.DistributedDataParallel(
             trainer, device_ids=[device.index] if device.type == "cuda" else None
         )
