@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,7 +249,7 @@ def _default_workers() -> int:
 
 def evaluate_directory(
     pred_dir: str | Path,
-    gt_dir: str | Path,
+    gt_dir: str | Path | Mapping[str, Path],
     class_names: Sequence[str],
     image_ids: Iterable[str] | None = None,
     thresholds: Sequence[float] | None = None,
@@ -260,7 +260,9 @@ def evaluate_directory(
     """Score every prediction in ``pred_dir`` against ``gt_dir/{id}.png``.
 
     pred_dir: ``{id}.npz`` score files (K, H, W) or ``{id}.png`` label maps (H, W), not
-    both. gt_dir: (H, W) label PNGs, 0 background, 1..C classes, 255 ignore.
+    both. gt_dir: a folder of (H, W) label PNGs, 0 background, 1..C classes, 255 ignore,
+    or a mapping image id -> such a file (ground truth spread over folders, e.g. VOC's
+    SegmentationClass and SBD's SegmentationClassAug).
     class_names: the C foreground classes in label order (background is label 0 and
     not listed). image_ids: the images to score (default: every prediction); each must
     have a prediction. thresholds: background thresholds for score files, strictly
@@ -286,11 +288,19 @@ def evaluate_directory(
     cuts = check_thresholds(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
     workers = _default_workers() if num_workers is None else num_workers
 
-    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    pred_dir = Path(pred_dir)
     kind, predictions = find_predictions(pred_dir)
-    if not gt_dir.is_dir():
-        raise DataError(gt_dir, "ground-truth folder not found")
-    gt_files = _files_by_suffix(gt_dir, ".png")
+    if isinstance(gt_dir, Mapping):
+        gt_files = {image_id: Path(path) for image_id, path in gt_dir.items()}
+        folders = sorted({str(path.parent) for path in gt_files.values()})
+        gt_dir = (
+            Path(folders[0]) if len(folders) == 1 else Path(os.path.commonpath(folders or ["."]))
+        )
+    else:
+        gt_dir = Path(gt_dir)
+        if not gt_dir.is_dir():
+            raise DataError(gt_dir, "ground-truth folder not found")
+        gt_files = _files_by_suffix(gt_dir, ".png")
 
     if image_ids is None:
         ids = sorted(predictions)

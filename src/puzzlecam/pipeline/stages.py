@@ -23,8 +23,8 @@ from puzzlecam.config import from_dict, to_dict
 from puzzlecam.crf import crf_available
 from puzzlecam.data.datasets import ClassificationDataset, InferenceDataset, SegmentationDataset
 from puzzlecam.data.demo import build_demo_dataset
-from puzzlecam.data.samples import Sample, SplitData
-from puzzlecam.errors import DataError, RunDirError
+from puzzlecam.data.samples import Sample
+from puzzlecam.errors import ConfigError, DataError, RunDirError
 from puzzlecam.io import load_image, save_label_png
 from puzzlecam.metrics.evaluate import evaluate_directory, format_table, write_result
 from puzzlecam.models.affinitynet import AffinityNet
@@ -148,21 +148,6 @@ def stage_cams(ctx: RunContext, fingerprint: str, method: str, role: str) -> Non
     ctx.log(f"cams {method}/{role}: {written} written, {len(split) - written} already there")
 
 
-def _gt_dir(split: SplitData) -> Path:
-    folders = {s.mask_path.parent for s in split.samples if s.mask_path}
-    if not folders:
-        raise DataError(
-            split.samples[0].image_path.parent if split.samples else Path("."),
-            f"split '{split.name}' has no ground-truth masks to evaluate against",
-        )
-    if len(folders) > 1:
-        raise DataError(
-            sorted(folders)[0],
-            f"split '{split.name}' has masks in several folders: {sorted(folders)}",
-        )
-    return folders.pop()
-
-
 def evaluate_scores(
     ctx: RunContext,
     pred_dir: Path,
@@ -170,12 +155,18 @@ def evaluate_scores(
     method: str,
     name: str,
     thresholds: tuple[float, ...] | None = None,
-) -> dict:
-    """Score a folder of predictions on a split's masks; record them in metrics.json."""
+) -> dict | None:
+    """Score a folder of predictions on a split's masks; record them in metrics.json.
+
+    A split without masks (a user's own tagged photos) is not evaluated: said once, skipped.
+    """
     split = ctx.split(role).with_masks()
+    if not split.samples:
+        ctx.log(f"{method} {role}: no ground-truth masks in this split, nothing to evaluate")
+        return None
     result = evaluate_directory(
         pred_dir,
-        _gt_dir(split),
+        {s.image_id: s.mask_path for s in split.samples},
         split.classes,
         [s.image_id for s in split.samples],
         thresholds or ctx.config.eval.thresholds,
@@ -183,10 +174,7 @@ def evaluate_scores(
     )
     write_result(ctx.run.eval_path(name), result)
     summary = result.to_dict()
-    values = {k: summary[k] for k in ("miou", "threshold", "num_images") if k in summary}
-    for key in ("fp", "fn"):
-        if key in summary:
-            values[key] = summary[key]
+    values = {k: summary[k] for k in ("miou", "threshold", "fp", "fn", "num_images")}
     ctx.run.add_metrics(method, role, values)
     ctx.log(format_table(result, split.classes))
     return summary
@@ -405,6 +393,11 @@ def stage_train_seg(ctx: RunContext, fingerprint: str, variant: str) -> None:
     label_dir = ctx.run.pseudo_labels_dir("train") if variant == "weak" else None
     if variant == "full":
         train = train.with_masks()
+        if not train.samples:
+            raise ConfigError(
+                "train_seg.fully_supervised needs ground-truth masks in the train split, and it "
+                "has none; set train_seg.fully_supervised: false"
+            )
     torch.manual_seed(config.loop.seed)
     model = Segmenter(config.backbone, train.num_classes + 1, config.head_norm)
     dataset = SegmentationDataset(

@@ -1,0 +1,93 @@
+"""A user's own data (``folder`` format: images/, labels.csv with a split column,
+classes.txt, masks/) through every stage of ``puzzlecam run``, tiny settings."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from puzzlecam.cli import main
+from puzzlecam.io import load_label_png, save_label_png
+from tests.pipeline.test_end_to_end import TINY_OVERRIDES
+
+CLASSES = ("square", "bar", "blob")
+COLOURS = ((220, 40, 40), (40, 60, 220), (40, 200, 60))
+
+
+def write_folder_dataset(root, splits=(("train", 16), ("val", 8)), size=64, seed=0):
+    """Images of one or two coloured shapes; exact masks (255 on each shape's top edge)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    rows = ["image_id,tags,split"]
+    for split, count in splits:
+        for index in range(count):
+            image_id = f"{split}-{index:02d}"
+            pixels = rng.integers(90, 150, size=(size, size, 3), dtype=np.uint8)
+            mask = np.zeros((size, size), np.uint8)
+            present = sorted({int(c) for c in rng.choice(len(CLASSES), size=rng.integers(1, 3))})
+            for slot, cls in enumerate(present):
+                top = int(rng.integers(2, size // 2))
+                left = int(rng.integers(2, size // 2 - 12)) + slot * size // 2
+                bottom, right = top + size // 3, left + size // 4
+                pixels[top:bottom, left:right] = COLOURS[cls]
+                mask[top:bottom, left:right] = cls + 1
+                mask[top, left:right] = 255
+            extension = ".png" if index % 4 == 3 else ".jpg"  # mixed formats, as users have
+            Image.fromarray(pixels).save(root / "images" / f"{image_id}{extension}")
+            save_label_png(root / "masks" / f"{image_id}.png", mask)
+            rows.append(f"{image_id},{' '.join(CLASSES[c] for c in present)},{split}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _args(tmp_path):
+    args = ["run", "--config", "demo", "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    overrides = [*TINY_OVERRIDES, "data.format=folder", f"data.root={tmp_path / 'data'}"]
+    for override in overrides:
+        args += ["--set", override]
+    return args
+
+
+@pytest.mark.slow
+def test_folder_data_through_the_whole_pipeline(tmp_path, capsys):
+    root = write_folder_dataset(tmp_path / "data")
+    assert main(_args(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "train split 'train': 16 images, 16 with masks, 3 classes" in out
+    assert "val split 'val': 8 images, 8 with masks, 3 classes" in out
+
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    for method, split in [("plain_cam", "val"), ("puzzle_cam", "val"), ("puzzle_cam", "train"),
+                          ("rw", "train"), ("rw", "val"), ("pseudo_labels", "train"),
+                          ("deeplab_weak", "val"), ("deeplab_full", "val")]:  # fmt: skip
+        values = metrics[method][split]
+        assert 0.0 < values["miou"] <= 100.0, (method, split, values)
+        assert values["num_images"] == (16 if split == "train" else 8), (method, split)
+
+    ids = {p.stem for p in (root / "images").iterdir()}
+    train_ids = sorted(i for i in ids if i.startswith("train"))
+    val_ids = sorted(i for i in ids if i.startswith("val"))
+    for image_id in train_ids:
+        assert (run / "cams" / "puzzle_cam" / "train" / f"{image_id}.npz").is_file()
+        affinity = load_label_png(run / "affinity_labels" / "train" / f"{image_id}.png")
+        assert set(np.unique(affinity)) <= {0, 1, 2, 3, 255}
+        pseudo = load_label_png(run / "pseudo_labels" / "train" / f"{image_id}.png")
+        assert pseudo.shape == (64, 64) and set(np.unique(pseudo)) <= {0, 1, 2, 3, 255}
+    for variant in ("weak", "full"):
+        assert (run / "segmentation" / variant / "model.pt").is_file()
+        predicted = sorted(p.stem for p in (run / "predictions" / variant / "val").glob("*.png"))
+        assert predicted == val_ids
+
+
+@pytest.mark.slow
+def test_folder_data_without_masks_runs_to_the_cams(tmp_path):
+    """Masks are optional in the folder format: a run without any must still work."""
+    root = write_folder_dataset(tmp_path / "data", splits=(("train", 8), ("val", 4)))
+    for mask in (root / "masks").iterdir():
+        mask.unlink()
+    extra = ["--set", "until=cams", "--set", "train_cls.baseline_plain_cam=false"]
+    assert main(_args(tmp_path) + extra) == 0
+    assert len(list((tmp_path / "run" / "cams" / "puzzle_cam" / "val").glob("*.npz"))) == 4
