@@ -4,6 +4,7 @@ printed as one message (exit status 2), not as a traceback."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -55,7 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(demo, config_required=False)
 
     for name, help_text in PIPELINE_COMMANDS.items():
-        _add_run_options(commands.add_parser(name, help=help_text), config_required=True)
+        if name != "report":
+            _add_run_options(commands.add_parser(name, help=help_text), config_required=True)
+
+    report = commands.add_parser(
+        "report", help=PIPELINE_COMMANDS["report"] + " for a run directory"
+    )
+    report.add_argument("--run-dir", required=True, type=Path)
+    report.add_argument("--num-samples", type=int, default=6, help="sample images shown")
+    report.add_argument("--no-progress", action="store_true")
 
     evaluate = commands.add_parser(
         "eval", help="score predictions (label PNGs or score files) against ground truth"
@@ -70,7 +79,172 @@ def build_parser() -> argparse.ArgumentParser:
         "--thresholds", type=float, nargs="+", help="background thresholds (score files)"
     )
     evaluate.add_argument("--no-progress", action="store_true")
+    _add_predict_commands(commands)
     return parser
+
+
+def _add_predict_commands(commands: argparse._SubParsersAction) -> None:
+    model_help = "a run directory (its segmentation/VARIANT/model.pt) or a segmentation model.pt"
+    predict = commands.add_parser(
+        "predict",
+        help="segment new images with a trained model: mask PNGs and colour overlays",
+        description="Writes OUT/masks/NAME.png (VOC palette, 0 = background, i = the i-th "
+        "class of OUT/classes.txt) and OUT/overlays/NAME.jpg for every image. Settings "
+        "default to the run's `predict` section when --model is a run directory.",
+    )
+    predict.add_argument("--model", required=True, help=model_help)
+    predict.add_argument("images", nargs="+", help="image files, folders (not recursive) or globs")
+    predict.add_argument("--out", required=True, type=Path, help="output folder")
+    predict.add_argument(
+        "--variant",
+        choices=("weak", "full"),
+        default="weak",
+        help="weak: trained on pseudo labels (default); full: on ground truth",
+    )
+    predict.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        help="test-time scales, e.g. 1.0 1.5 (name the images before this option)",
+    )
+    predict.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average with the mirrored image (--no-flip: don't)",
+    )
+    predict.add_argument(
+        "--crf",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="dense CRF on the probabilities (needs pydensecrf2)",
+    )
+    predict.add_argument(
+        "--max-long-side",
+        type=int,
+        metavar="N",
+        help="segment larger images at this long side, masks resized back",
+    )
+    predict.add_argument("--batch-size", type=int, metavar="N", help="images of one size per batch")
+    predict.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    export = commands.add_parser(
+        "export-onnx",
+        help="export the segmentation model to ONNX and check it against ONNX Runtime",
+        description="The ONNX graph takes images (N, 3, H, W) in 0..255 of any N, H, W and "
+        "returns logits (N, C+1, H, W); argmax over dim 1 gives the labels.",
+    )
+    export.add_argument("--model", required=True, help=model_help)
+    export.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
+    export.add_argument("--variant", choices=("weak", "full"), default="weak")
+    export.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(512, 512),
+        metavar=("H", "W"),
+        help="example image size traced (default 512 512; any size works after)",
+    )
+    export.add_argument(
+        "--input-dtype",
+        choices=("uint8", "float32"),
+        default="uint8",
+        help="element type of the image input (default uint8)",
+    )
+    export.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    export.add_argument(
+        "--check-image",
+        type=Path,
+        metavar="IMAGE",
+        help="image to compare ONNX Runtime with PyTorch on (default: a synthetic "
+        "one whose size differs from --size and is not a multiple of 32)",
+    )
+
+
+def _predict_config(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from puzzlecam.errors import ConfigError
+    from puzzlecam.pipeline.config import PredictConfig, load_run_config
+
+    run_config = Path(args.model) / "config.yaml"
+    base = load_run_config(run_config).predict if run_config.is_file() else PredictConfig()
+    changes = {
+        "scales": tuple(args.scales) if args.scales else None,
+        "flip": args.flip,
+        "crf": args.crf,
+        "max_long_side": args.max_long_side,
+        "batch_size": args.batch_size,
+    }
+    config = replace(base, **{k: v for k, v in changes.items() if v is not None})
+    if not config.scales or min(config.scales) <= 0:
+        raise ConfigError(f"--scales must be positive numbers, got {list(config.scales)}")
+    if config.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if config.max_long_side < 32:
+        raise ConfigError(f"--max-long-side must be at least 32, got {config.max_long_side}")
+    return config
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from puzzlecam.segmentation.model_io import load_segmenter, resolve_weights
+    from puzzlecam.segmentation.predict import collect_images, predict_images
+    from puzzlecam.training.distributed import resolve_device
+
+    weights = resolve_weights(args.model, args.variant)
+    config = _predict_config(args)
+    paths = collect_images(args.images)
+    device = resolve_device(args.device)
+    model, classes = load_segmenter(weights, device)
+    print(
+        f"predict: {len(paths)} file(s) with {weights} ({len(classes)} classes) on {device}; "
+        f"scales {list(config.scales)}, flip {'on' if config.flip else 'off'}, "
+        f"CRF {'on' if config.crf else 'off'}, max long side {config.max_long_side}"
+    )
+    summary = predict_images(
+        model, classes, paths, args.out, config, device, progress=not args.no_progress
+    )
+    for path, name in summary.renamed:
+        print(f"  {path} -> {name}.png (name clash)")
+    print(f"predict: {summary.line()}")
+    return 0 if summary.written else 1
+
+
+def _check_image(size: tuple[int, int]):
+    """A smooth synthetic RGB image (H, W, 3) uint8 of about 3/4 of ``size`` (+5 px, so not
+    a multiple of 32): the ONNX check then runs at a size other than the traced one."""
+    import numpy as np
+    from PIL import Image
+
+    height, width = max(8, size[0] * 3 // 4 + 5), max(8, size[1] * 3 // 4 + 5)
+    rng = np.random.default_rng(0)
+    coarse = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8))
+    return np.asarray(coarse.resize((width, height), Image.Resampling.BICUBIC))
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from puzzlecam.segmentation.export import DEFAULT_OPSET, check_onnx, export_onnx
+    from puzzlecam.segmentation.model_io import load_segmenter, resolve_weights
+
+    weights = resolve_weights(args.model, args.variant)
+    model, classes = load_segmenter(weights, "cpu")
+    opset = args.opset or DEFAULT_OPSET
+    try:
+        export_onnx(model, args.out, tuple(args.size), opset, args.input_dtype, classes)
+    except ImportError as error:
+        print(f"puzzlecam export-onnx: error: {error}", file=sys.stderr)
+        return 2
+    megabytes = args.out.stat().st_size / 2**20
+    print(
+        f"export-onnx: {weights} -> {args.out} ({megabytes:.1f} MB, opset {opset}); input "
+        f"'images' {args.input_dtype} (batch, 3, height, width) in 0..255, output 'logits' "
+        f"(batch, {len(classes) + 1}, height, width), label = argmax over dim 1"
+    )
+    image = args.check_image if args.check_image else _check_image(tuple(args.size))
+    check = check_onnx(model, args.out, image)
+    print(f"export-onnx: {check.message}")
+    return 1 if check.passed is False else 0
 
 
 def _run_context(args: argparse.Namespace, preset: str | None = None):
@@ -99,14 +273,23 @@ def _run_context(args: argparse.Namespace, preset: str | None = None):
 def _pipeline(
     args: argparse.Namespace, commands: list[str] | None, preset: str | None = None
 ) -> int:
+    from puzzlecam.pipeline.report import write_report
     from puzzlecam.pipeline.runner import format_summary, run_pipeline
 
     ctx = _run_context(args, preset)
-    run_pipeline(ctx, commands)
-    if ctx.dist.is_main and commands is None:
+    whole_run = ctx.dist.is_main and commands is None
+    try:
+        run_pipeline(ctx, commands)
+    except BaseException:
+        if whole_run:  # a report of what is there helps to see what went wrong
+            with contextlib.suppress(Exception):
+                write_report(ctx.run, ctx.config.report.num_samples, progress=False)
+        raise
+    if whole_run:
+        report = write_report(ctx.run, ctx.config.report.num_samples, progress=ctx.progress)
         print()
         print(format_summary(ctx.run.metrics(), ctx.run.manifest()))
-        print(f"\nrun directory: {ctx.run.root}")
+        print(f"\nrun directory: {ctx.run.root}\nreport: {report}")
     return 0
 
 
@@ -140,6 +323,15 @@ def main(argv: list[str] | None = None) -> int:
             return _pipeline(args, None, preset="demo")
         if args.command == "eval":
             return _eval(args)
+        if args.command == "report":
+            from puzzlecam.pipeline.report import write_report
+
+            print(write_report(args.run_dir, args.num_samples, progress=not args.no_progress))
+            return 0
+        if args.command == "predict":
+            return _predict(args)
+        if args.command == "export-onnx":
+            return _export_onnx(args)
         return _pipeline(args, [args.command])
     except PuzzlecamError as error:
         print(f"puzzlecam {args.command}: error: {error}", file=sys.stderr)

@@ -19,12 +19,12 @@ from puzzlecam.affinity.label_maps import confident_labels, pseudo_labels
 from puzzlecam.affinity.trainer import AffinityTrainer
 from puzzlecam.cams.scores import ScoreMaps, load_scores, save_scores
 from puzzlecam.cams.writer import write_cams
-from puzzlecam.config import from_dict, to_dict
+from puzzlecam.config import to_dict
 from puzzlecam.crf import crf_available
 from puzzlecam.data.datasets import ClassificationDataset, InferenceDataset, SegmentationDataset
 from puzzlecam.data.demo import build_demo_dataset
 from puzzlecam.data.samples import Sample
-from puzzlecam.errors import ConfigError, DataError, RunDirError
+from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import load_image, save_label_png
 from puzzlecam.metrics.evaluate import evaluate_directory, format_table, write_result
 from puzzlecam.models.affinitynet import AffinityNet
@@ -36,7 +36,8 @@ from puzzlecam.pipeline.parallel import default_workers, map_images
 from puzzlecam.pipeline.run_dir import claim_output_dir
 from puzzlecam.puzzle.losses import PuzzleConfig
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
-from puzzlecam.segmentation.predict import predict_labels
+from puzzlecam.segmentation.model_io import load_segmenter
+from puzzlecam.segmentation.predict import segment_arrays
 from puzzlecam.segmentation.trainer import SegmentationTrainer
 from puzzlecam.training.distributed import barrier, shard
 from puzzlecam.training.loop import fit, load_weights
@@ -420,18 +421,6 @@ def stage_train_seg(ctx: RunContext, fingerprint: str, variant: str) -> None:
     )
 
 
-def load_segmenter(path: Path, device: torch.device | str = "cpu") -> Segmenter:
-    """A segmentation model from its weights file (self-describing: backbone, classes)."""
-    payload = load_weights(path)
-    meta = payload.get("meta", {})
-    if meta.get("kind") != "segmenter":
-        raise RunDirError(f"{path}: not a segmentation model's weights (kind {meta.get('kind')!r})")
-    backbone = from_dict(BackboneConfig, meta["backbone"])
-    model = Segmenter(backbone, len(meta["classes"]) + 1, meta["head_norm"])
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval()
-
-
 def stage_predict_eval(ctx: RunContext, fingerprint: str, variant: str) -> None:
     """The segmentation model on the val split, scored against its masks."""
     config = ctx.config.predict
@@ -439,7 +428,7 @@ def stage_predict_eval(ctx: RunContext, fingerprint: str, variant: str) -> None:
     if ctx.dist.is_main:
         claim_output_dir(out_dir, fingerprint)
     barrier(ctx.dist)
-    model = load_segmenter(ctx.run.segmentation_dir(variant) / "model.pt", ctx.dist.device)
+    model, _ = load_segmenter(ctx.run.segmentation_dir(variant) / "model.pt", ctx.dist.device)
     crf = _crf_iterations(ctx, config.crf, config.crf_iterations, "predict")
     todo = [
         s
@@ -455,7 +444,8 @@ def stage_predict_eval(ctx: RunContext, fingerprint: str, variant: str) -> None:
         leave=False,
     )
     for index, image in loader:
-        labels = predict_labels(model, image.to(ctx.dist.device), config.scales, config.flip, crf)
+        pixels = image.permute(1, 2, 0).numpy()
+        labels = segment_arrays(model, [pixels], config, ctx.dist.device, crf)[0]
         save_label_png(out_dir / f"{todo[index].image_id}.png", labels)
         bar.update(1)
     bar.close()
