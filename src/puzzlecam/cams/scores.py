@@ -3,7 +3,8 @@
 A score file holds
 - ``keys``: int64 ``(K,)``, the label value (1..C) of each channel, i.e. the image's tags;
 - ``scores``: float16 ``(K, H, W)`` in [0, 1] at the image's own size;
-- optionally ``scores_stride4``: float16 ``(K, ceil(H/4), ceil(W/4))`` (CAMs, for the random walk).
+- optionally ``scores_stride4``: float16 ``(K, ceil(H/4), ceil(W/4))`` (CAMs, for the random walk);
+- optionally ``class_probs``: float32 ``(C,)``, the classifier's probability of every class.
 
 CAMs, random-walk scores and anything else "CAM-like" share this format, so the
 evaluator, the threshold sweep and the pseudo-label stage read them all the same way.
@@ -27,6 +28,7 @@ class ScoreMaps:
     keys: np.ndarray  # (K,) int64 label values 1..C
     scores: np.ndarray  # (K, H, W) float
     scores_stride4: np.ndarray | None = None  # (K, h, w) float
+    class_probs: np.ndarray | None = None  # (C,) float
 
 
 def save_scores(path: str | Path, maps: ScoreMaps) -> None:
@@ -37,6 +39,8 @@ def save_scores(path: str | Path, maps: ScoreMaps) -> None:
     }
     if maps.scores_stride4 is not None:
         arrays["scores_stride4"] = np.asarray(maps.scores_stride4, dtype=np.float16)
+    if maps.class_probs is not None:
+        arrays["class_probs"] = np.asarray(maps.class_probs, dtype=np.float32)
     save_npz(path, **arrays)
 
 
@@ -51,7 +55,12 @@ def load_scores(path: str | Path) -> ScoreMaps:
         raise DataError(
             path, f"'scores' has shape {scores.shape}, expected ({keys.shape[0]}, H, W)"
         )
-    return ScoreMaps(keys=keys, scores=scores, scores_stride4=data.get("scores_stride4"))
+    return ScoreMaps(
+        keys=keys,
+        scores=scores,
+        scores_stride4=data.get("scores_stride4"),
+        class_probs=data.get("class_probs"),
+    )
 
 
 def scores_to_labels(scores: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:

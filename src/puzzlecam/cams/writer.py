@@ -74,7 +74,7 @@ def write_cams(
     """Write ``out_dir/{id}.npz`` for every sample that has none yet; returns how many.
 
     Each file holds the tagged classes' CAMs at image size and at stride 4, each divided
-    by its own maximum. Images are batched when consecutive ones share a size (they are
+    by its own maximum, and the classifier's probabilities of all classes at scale 1. Images are batched when consecutive ones share a size (they are
     sorted by size first).
     """
     out_dir = Path(out_dir)
@@ -98,14 +98,18 @@ def write_cams(
         leave=False,
     )
     for indices, images in same_size_batches(loader, batch_size):
-        with autocast:
+        with autocast, torch.no_grad():
             full, stride4 = multiscale_cams(model, images.to(device), scales, flip)
+            class_probs = (
+                torch.sigmoid(model(images.to(device).float()).logits.float()).cpu().numpy()
+            )
         for row, index in enumerate(indices):
             sample = todo[index]
             tags = list(sample.tags)
             cams = normalize_cams(full[row, tags].float()).cpu().numpy()
             small = normalize_cams(stride4[row, tags].float()).cpu().numpy()
-            save_scores(out_dir / f"{sample.image_id}.npz", ScoreMaps(sample.keys, cams, small))
+            maps = ScoreMaps(sample.keys, cams, small, class_probs=class_probs[row])
+            save_scores(out_dir / f"{sample.image_id}.npz", maps)
             if overlay_dir is not None and sample.image_id in overlay_ids:
                 pixels = np.asarray(load_image(sample.image_path))
                 heat = cams.max(axis=0) if len(tags) else np.zeros(pixels.shape[:2])

@@ -23,9 +23,10 @@ from puzzlecam.config import to_dict
 from puzzlecam.crf import crf_available
 from puzzlecam.data.datasets import ClassificationDataset, InferenceDataset, SegmentationDataset
 from puzzlecam.data.demo import build_demo_dataset
-from puzzlecam.data.samples import Sample
+from puzzlecam.data.samples import Sample, tags_to_vector
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import load_image, save_label_png
+from puzzlecam.metrics.classification import multilabel_scores
 from puzzlecam.metrics.evaluate import evaluate_directory, format_table, write_result
 from puzzlecam.models.affinitynet import AffinityNet
 from puzzlecam.models.backbone import BackboneConfig, backbone_normalization
@@ -181,9 +182,25 @@ def evaluate_scores(
     return summary
 
 
+def classification_quality(ctx: RunContext, cams_dir: Path, role: str) -> dict[str, float]:
+    """mAP and F1 of the classifier on a split, from the probabilities in its CAM files."""
+    split = ctx.split(role)
+    probs = np.stack(
+        [load_scores(cams_dir / f"{s.image_id}.npz").class_probs for s in split.samples]
+    )
+    targets = np.stack([tags_to_vector(s.tags, split.num_classes) for s in split.samples])
+    return multilabel_scores(probs, targets)
+
+
 def stage_eval_cams(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
-    if ctx.dist.is_main:
-        evaluate_scores(ctx, ctx.run.cams_dir(method, role), role, method, f"cams_{method}_{role}")
+    if not ctx.dist.is_main:
+        return
+    cams_dir = ctx.run.cams_dir(method, role)
+    evaluate_scores(ctx, cams_dir, role, method, f"cams_{method}_{role}")
+    quality = classification_quality(ctx, cams_dir, role)
+    metrics = ctx.run.metrics().get(method, {}).get(role, {})
+    ctx.run.add_metrics(method, role, {**metrics, **quality})
+    ctx.log(f"{method} {role} classification: mAP {quality['map']:.1f}, F1 {quality['f1']:.1f}")
 
 
 # --- random-walk refinement (stages 4-6) ------------------------------------------------
