@@ -39,7 +39,9 @@ def crf_refine_labels(
         utils.unary_from_labels(labels, num_labels, gt_prob=gt_prob, zero_unsure=False)
     )
     crf.addPairwiseGaussian(sxy=3, compat=3)
-    crf.addPairwiseBilateral(sxy=50, srgb=5, rgbim=np.array(image, dtype=np.uint8, order="C"), compat=10)
+    crf.addPairwiseBilateral(
+        sxy=50, srgb=5, rgbim=np.array(image, dtype=np.uint8, order="C"), compat=10
+    )
     q = np.array(crf.inference(iterations)).reshape(num_labels, height, width)
     return q.argmax(axis=0)
 
@@ -55,5 +57,7 @@ def crf_refine_probs(image: np.ndarray, probs: np.ndarray, iterations: int) -> n
     crf = dcrf.DenseCRF2D(width, height, classes)
     crf.setUnaryEnergy(np.ascontiguousarray(utils.unary_from_softmax(probs.astype(np.float32))))
     crf.addPairwiseGaussian(sxy=3, compat=3)
-    crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.array(image, dtype=np.uint8, order="C"), compat=10)
+    crf.addPairwiseBilateral(
+        sxy=80, srgb=13, rgbim=np.array(image, dtype=np.uint8, order="C"), compat=10
+    )
     return np.array(crf.inference(iterations)).reshape(classes, height, width)

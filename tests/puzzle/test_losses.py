@@ -67,3 +67,15 @@ def test_plain_cam_is_puzzle_with_terms_off():
     assert full.reconstruction.item() == pytest.approx(0.0, abs=1e-7)
     assert full.puzzle_classification.item() == pytest.approx(full.classification.item(), rel=1e-6)
     assert full.alpha == pytest.approx(4.0)
+
+
+def test_warm_start_keeps_puzzle_terms_off_until_start():
+    model = _LinearMaps()
+    images = torch.rand(2, 3, 4, 4)
+    targets = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    config = PuzzleConfig(start=0.4, alpha_max=2.0, alpha_ramp=0.2)
+    early = puzzle_losses(model, images, targets, config, progress=0.3)
+    assert early.puzzle_classification.item() == 0 and early.alpha == 0.0
+    later = puzzle_losses(model, images, targets, config, progress=0.5)  # 0.1 into a 0.2 ramp
+    assert later.puzzle_classification.item() > 0 and later.alpha == pytest.approx(1.0)
+    assert alpha_schedule(-0.1, 4.0, 0.0) == 0.0

@@ -20,6 +20,7 @@ __all__ = [
     "classification_loss",
     "reconstruction_loss",
     "alpha_schedule",
+    "normalized_maps",
     "puzzle_losses",
 ]
 
@@ -30,6 +31,17 @@ class PuzzleConfig:
 
     alpha rises linearly from 0 to ``alpha_max`` over the first ``alpha_ramp`` fraction
     of training, then stays (``alpha_ramp`` = 0: constant ``alpha_max``).
+
+    ``start`` (not in the paper, 0 there): the fraction of training done as plain CAM
+    before the puzzle terms switch on, a warm start for short schedules where the puzzle
+    terms from step 0 keep a freshly initialised classifier from learning; alpha's ramp
+    then begins at ``start``.
+
+    ``reconstruction_level``: ``raw`` compares the class maps themselves (the paper and
+    the reference's default); ``normalized`` compares them after ReLU and division by
+    each map's maximum, i.e. the CAMs' shapes. Raw maps can satisfy L_re by shrinking
+    (all maps towards one value), which on small images with small tiles wins over
+    classification; normalised maps cannot.
     """
 
     grid: int = 2
@@ -38,6 +50,8 @@ class PuzzleConfig:
     reconstruction_loss: Literal["l1", "l2"] = "l1"
     alpha_max: float = 4.0
     alpha_ramp: float = 0.5
+    start: float = 0.0
+    reconstruction_level: Literal["raw", "normalized"] = "raw"
 
     @property
     def uses_tiles(self) -> bool:
@@ -48,6 +62,8 @@ class PuzzleConfig:
             raise ValueError("grid must be >= 1")
         if not 0.0 <= self.alpha_ramp <= 1.0:
             raise ValueError("alpha_ramp is a fraction of training, in [0, 1]")
+        if not 0.0 <= self.start < 1.0:
+            raise ValueError("start is a fraction of training, in [0, 1)")
 
 
 class PuzzleLosses(NamedTuple):
@@ -79,11 +95,17 @@ def reconstruction_loss(
     return (error * targets[:, :, None, None]).mean()
 
 
+def normalized_maps(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """ReLU and division by each map's own maximum. (B, C, h, w) -> same shape in [0, 1)."""
+    maps = F.relu(maps)
+    return maps / (maps.flatten(2).amax(dim=2)[..., None, None] + eps)
+
+
 def alpha_schedule(progress: float, alpha_max: float, ramp: float) -> float:
     """alpha at ``progress`` in [0, 1] of training: linear from 0 over ``ramp``, then flat."""
     if ramp <= 0.0:
-        return alpha_max
-    return min(alpha_max * progress / ramp, alpha_max)
+        return alpha_max if progress >= 0.0 else 0.0
+    return min(max(alpha_max * progress / ramp, 0.0), alpha_max)
 
 
 def puzzle_losses(
@@ -101,8 +123,8 @@ def puzzle_losses(
     cls_loss = classification_loss(full.logits, targets)
     zero = cls_loss.new_zeros(())
     pcls_loss, re_loss = zero, zero
-    alpha = alpha_schedule(progress, config.alpha_max, config.alpha_ramp)
-    if config.uses_tiles:
+    alpha = alpha_schedule(progress - config.start, config.alpha_max, config.alpha_ramp)
+    if config.uses_tiles and progress >= config.start:
         tiled = model(tile(images, config.grid))
         merged = merge(tiled.cams, config.grid)
         if merged.shape[-2:] != full.cams.shape[-2:]:
@@ -113,6 +135,9 @@ def puzzle_losses(
         if config.puzzle_classification:
             pcls_loss = classification_loss(merged.mean(dim=(2, 3)), targets)
         if config.reconstruction:
-            re_loss = reconstruction_loss(full.cams, merged, targets, config.reconstruction_loss)
+            full_maps, merged_maps = full.cams, merged
+            if config.reconstruction_level == "normalized":
+                full_maps, merged_maps = normalized_maps(full_maps), normalized_maps(merged_maps)
+            re_loss = reconstruction_loss(full_maps, merged_maps, targets, config.reconstruction_loss)
     total = cls_loss + pcls_loss + alpha * re_loss
     return PuzzleLosses(total, cls_loss, pcls_loss, re_loss, alpha)
