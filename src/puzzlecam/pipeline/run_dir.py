@@ -65,6 +65,16 @@ class RunDir:
         with atomic_write(self.config_path) as handle:
             handle.write(dump_yaml(config).encode("utf-8"))
 
+    def remove_stale_temp_files(self) -> int:
+        """Delete temp files a killed process left mid-write (their targets were never
+        renamed into place, so nothing depends on them). Returns how many."""
+        count = 0
+        for path in self.root.rglob(".*.tmp"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                count += 1
+        return count
+
     # --- manifest -----------------------------------------------------------------------
     @property
     def manifest_path(self) -> Path:

@@ -104,6 +104,9 @@ def run_pipeline(ctx: RunContext, commands: Iterable[str] | None = None) -> None
     """Run the stages of ``commands`` (all when None) that are not done yet."""
     plan = plan_stages(ctx.config)
     prints = stage_fingerprints(plan)
+    if ctx.dist.is_main and ctx.run.root.is_dir():
+        ctx.run.remove_stale_temp_files()
+    barrier(ctx.dist)
     # the data stage is cheap and every stage needs it: single commands run it too
     wanted = None if commands is None else set(commands) | {"data"}
     by_name = {stage.name: stage for stage in plan}

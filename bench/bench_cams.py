@@ -1,0 +1,87 @@
+"""CAM inference throughput: images/s of the multi-scale + flip CAM pass.
+
+Compares float32 with bf16 autocast and channels_last (where the device has them) in the
+same process, on random images of one size batched together, as the cams stage does.
+
+    python bench/bench_cams.py                                   # CPU defaults
+    python bench/bench_cams.py --backbone resnet50 --size 512 --batch 8 --amp all
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+
+import torch
+
+from puzzlecam.cams.inference import multiscale_cams
+from puzzlecam.models.backbone import BackboneConfig
+from puzzlecam.models.classifier import CamClassifier
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="off", choices=["off", "all"])
+    args = parser.parse_args()
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    pretrained = (
+        "efficientnet-lite0-package" if args.backbone == "tf_efficientnet_lite0" else "none"
+    )
+    model = CamClassifier(BackboneConfig(args.backbone, pretrained, "fix"), 20).to(device).eval()
+    images = torch.randint(
+        0, 255, (args.batch, 3, args.size, args.size), dtype=torch.uint8, device=device
+    )
+    print(
+        f"device: {name}; {args.backbone}, batch {args.batch} at {args.size}x{args.size}, scales {args.scales} + flip"
+    )
+
+    variants = [("fp32", False)]
+    if args.amp == "all":
+        variants += [("fp32", True), ("bf16", False), ("bf16", True)]
+    baseline = None
+    for precision, channels_last in variants:
+        model = model.to(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
+        batch = images.contiguous(memory_format=torch.channels_last) if channels_last else images
+        autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16)
+            if precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        times = []
+        for attempt in range(args.repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            with autocast:
+                multiscale_cams(model, batch, args.scales, flip=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if attempt:  # the first pass warms up
+                times.append(time.perf_counter() - start)
+        rate = args.batch / statistics.median(times)
+        baseline = baseline or rate
+        layout = "channels_last" if channels_last else "contiguous"
+        print(f"{precision:<6}{layout:<15}{rate:>9.1f} images/s{rate / baseline:>8.2f}x vs fp32")
+
+
+if __name__ == "__main__":
+    main()
