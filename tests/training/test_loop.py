@@ -137,3 +137,13 @@ def test_poly_factor_and_groups():
     assert groups["pretrained_weights"]["lr"] == pytest.approx(0.1)
     total = sum(len(g["params"]) for g in groups.values())
     assert total == len(list(model.parameters()))
+
+
+def test_gradient_accumulation_matches_the_full_batch(voc_tree, tmp_path):
+    one = LoopConfig(epochs=1, batch_size=4, num_workers=0)
+    two = LoopConfig(epochs=1, batch_size=4, grad_accum=2, num_workers=0)
+    full = load_weights(_train(voc_tree, tmp_path / "full", loop=one))["state_dict"]
+    accumulated = load_weights(_train(voc_tree, tmp_path / "accum", loop=two))["state_dict"]
+    for key, value in full.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(accumulated[key], value, rtol=1e-4, atol=1e-6, msg=key)
