@@ -119,6 +119,10 @@ def test_poly_factor_and_groups():
     assert poly_factor(0, 100, 0.9) == 1.0
     assert poly_factor(50, 100, 0.9) == pytest.approx(0.5**0.9)
     assert poly_factor(100, 100, 0.9) == 0.0
+    # warm-up over the first 10 of 100 steps: (step + 1) / 11 times the poly factor
+    assert poly_factor(0, 100, 1.0, warmup=0.1) == pytest.approx(1 / 11)
+    assert poly_factor(5, 100, 1.0, warmup=0.1) == pytest.approx(0.95 * 6 / 11)
+    assert poly_factor(10, 100, 1.0, warmup=0.1) == pytest.approx(0.9)
     model = CamClassifier(TINY, 3)
     groups = {
         g["name"]: g

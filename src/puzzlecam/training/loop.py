@@ -283,7 +283,9 @@ def fit(
         micro = 0
         for batch in loader:
             if micro == 0:
-                lr_factor = set_poly_lr(optimizer, step, total_steps, optim.poly_power)
+                lr_factor = set_poly_lr(
+                    optimizer, step, total_steps, optim.poly_power, optim.warmup
+                )
                 optimizer.zero_grad(set_to_none=True)
             batch = [t.to(device, non_blocking=True) for t in batch]
             if channels_last:

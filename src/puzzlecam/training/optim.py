@@ -19,6 +19,10 @@ class OptimConfig:
 
     Groups as the reference: pretrained weights x1 (with wd), pretrained biases x2 (no
     wd), new weights x``new_lr_mult`` (with wd), new biases x2·``new_lr_mult`` (no wd).
+
+    ``warmup`` (0 in the reference): the fraction of training over which the learning
+    rate rises linearly from 0 before the poly decay takes over; it keeps the large
+    first gradients of a freshly initialised head from wrecking pretrained features.
     """
 
     lr: float = 0.1
@@ -27,12 +31,15 @@ class OptimConfig:
     nesterov: bool = True
     poly_power: float = 0.9
     new_lr_mult: float = 10.0
+    warmup: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ValueError("lr must be positive")
         if self.nesterov and self.momentum <= 0:
             raise ValueError("nesterov needs momentum > 0")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError("warmup is a fraction of training, in [0, 1)")
 
 
 def _is_weight(name: str) -> bool:
@@ -77,16 +84,21 @@ def build_optimizer(groups: list[dict], config: OptimConfig) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
-def poly_factor(step: int, total_steps: int, power: float) -> float:
-    """(1 - step / total)^power, the reference's schedule (factor 1 at step 0)."""
-    return max(0.0, 1.0 - step / max(total_steps, 1)) ** power
+def poly_factor(step: int, total_steps: int, power: float, warmup: float = 0.0) -> float:
+    """(1 - step / total)^power, the reference's schedule (factor 1 at step 0), times a
+    linear warm-up over the first ``warmup`` fraction of the steps when asked for."""
+    factor = max(0.0, 1.0 - step / max(total_steps, 1)) ** power
+    warmup_steps = warmup * total_steps
+    if step < warmup_steps:
+        factor *= (step + 1) / (warmup_steps + 1)
+    return factor
 
 
 def set_poly_lr(
-    optimizer: torch.optim.Optimizer, step: int, total_steps: int, power: float
+    optimizer: torch.optim.Optimizer, step: int, total_steps: int, power: float, warmup: float = 0.0
 ) -> float:
     """Set every group's lr for ``step``; returns the factor applied."""
-    factor = poly_factor(step, total_steps, power)
+    factor = poly_factor(step, total_steps, power, warmup)
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * factor
     return factor
