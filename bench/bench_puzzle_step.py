@@ -47,9 +47,13 @@ def _timed(step, device: torch.device, repeats: int, warmup: int = 2) -> float:
 
 def _setup(args, device: torch.device, channels_last: bool):
     torch.manual_seed(0)
-    pretrained = "efficientnet-lite0-package" if args.backbone == "tf_efficientnet_lite0" else "none"
+    pretrained = (
+        "efficientnet-lite0-package" if args.backbone == "tf_efficientnet_lite0" else "none"
+    )
     model = CamClassifier(BackboneConfig(args.backbone, pretrained, args.norm), 20).to(device)
-    images = torch.randint(0, 255, (args.batch, 3, args.size, args.size), dtype=torch.uint8, device=device)
+    images = torch.randint(
+        0, 255, (args.batch, 3, args.size, args.size), dtype=torch.uint8, device=device
+    )
     targets = (torch.rand(args.batch, 20, device=device) < 0.15).float()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -69,7 +73,9 @@ def measure(args, device: torch.device, amp: str, channels_last: bool) -> dict[s
     def run(loss_fn):
         def step():
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            with torch.autocast(
+                device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+            ):
                 loss = loss_fn()
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -78,13 +84,19 @@ def measure(args, device: torch.device, amp: str, channels_last: bool) -> dict[s
         return step
 
     puzzle = _timed(run(lambda: trainer(images, targets, progress=1.0).total), device, args.repeats)
-    full = _timed(run(lambda: classification_loss(model(images).logits, targets)), device, args.repeats)
-    tiled = _timed(run(lambda: classification_loss(model(tiles).logits, tile_targets)), device, args.repeats)
+    full = _timed(
+        run(lambda: classification_loss(model(images).logits, targets)), device, args.repeats
+    )
+    tiled = _timed(
+        run(lambda: classification_loss(model(tiles).logits, tile_targets)), device, args.repeats
+    )
     return {"puzzle": puzzle, "full": full, "tiles": tiled}
 
 
 def _ddp_worker(rank: int, world: int, port: int, args, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{rank}") if cuda else torch.device("cpu")
     if not cuda:
@@ -116,7 +128,9 @@ def ddp_images_per_second(args, world: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backbone", default="tf_efficientnet_lite0")
     parser.add_argument("--norm", default="fix", choices=["fix", "train"])
     parser.add_argument("--size", type=int, default=128)
@@ -126,12 +140,22 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16", "all"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--ddp", type=int, default=0, help="also measure DDP with this many processes")
+    parser.add_argument(
+        "--ddp", type=int, default=0, help="also measure DDP with this many processes"
+    )
     args = parser.parse_args()
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
     torch.set_num_threads(args.threads)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"device: {name}; {args.backbone} ({args.norm} BN), batch {args.batch} at {args.size}x{args.size}, grid {args.grid}")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {args.threads} threads"
+    )
+    print(
+        f"device: {name}; {args.backbone} ({args.norm} BN), batch {args.batch} at {args.size}x{args.size}, grid {args.grid}"
+    )
 
     variants = [("off", False)]
     if args.amp == "all":

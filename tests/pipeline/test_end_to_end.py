@@ -48,7 +48,13 @@ TINY_OVERRIDES = [
 
 
 def _args(tmp_path, extra=()):
-    args = ["--run-dir", str(tmp_path / "run"), "--no-progress", "--set", f"data.root={tmp_path / 'data'}"]
+    args = [
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--set",
+        f"data.root={tmp_path / 'data'}",
+    ]
     for override in TINY_OVERRIDES + list(extra):
         args += ["--set", override]
     return args
@@ -60,9 +66,16 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
-    for method, split in [("plain_cam", "val"), ("puzzle_cam", "val"), ("puzzle_cam", "train"), ("rw", "train"),
-                          ("pseudo_labels", "train"), ("pseudo_labels_nocrf", "val"), ("deeplab_weak", "val"),
-                          ("deeplab_full", "val")]:
+    for method, split in [
+        ("plain_cam", "val"),
+        ("puzzle_cam", "val"),
+        ("puzzle_cam", "train"),
+        ("rw", "train"),
+        ("pseudo_labels", "train"),
+        ("pseudo_labels_nocrf", "val"),
+        ("deeplab_weak", "val"),
+        ("deeplab_full", "val"),
+    ]:
         miou = metrics[method][split]["miou"]
         assert 0.0 < miou <= 100.0, (method, split, miou)
     assert 0.05 <= metrics["puzzle_cam"]["val"]["threshold"] <= 0.95

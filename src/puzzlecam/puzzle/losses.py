@@ -138,6 +138,8 @@ def puzzle_losses(
             full_maps, merged_maps = full.cams, merged
             if config.reconstruction_level == "normalized":
                 full_maps, merged_maps = normalized_maps(full_maps), normalized_maps(merged_maps)
-            re_loss = reconstruction_loss(full_maps, merged_maps, targets, config.reconstruction_loss)
+            re_loss = reconstruction_loss(
+                full_maps, merged_maps, targets, config.reconstruction_loss
+            )
     total = cls_loss + pcls_loss + alpha * re_loss
     return PuzzleLosses(total, cls_loss, pcls_loss, re_loss, alpha)
