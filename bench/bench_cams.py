@@ -19,6 +19,7 @@ import torch
 from puzzlecam.cams.inference import multiscale_cams
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.classifier import CamClassifier
+from puzzlecam.training.distributed import resolve_device
 
 
 def main() -> None:
@@ -33,9 +34,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="off", choices=["off", "all"])
     args = parser.parse_args()
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
+    device = resolve_device(args.device)
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"

@@ -25,6 +25,7 @@ from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.puzzle.losses import PuzzleConfig, classification_loss
 from puzzlecam.puzzle.tiling import tile
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
+from puzzlecam.training.distributed import resolve_device
 
 
 def _sync(device: torch.device) -> None:
@@ -144,9 +145,7 @@ def main() -> None:
         "--ddp", type=int, default=0, help="also measure DDP with this many processes"
     )
     args = parser.parse_args()
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     name = (
         torch.cuda.get_device_name(device)
