@@ -54,3 +54,43 @@ def test_masks_are_found(tmp_path):
     (root / "masks").mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "masks" / "a.png")
     assert read_folder(root, "train").samples[0].mask_path == root / "masks" / "a.png"
+
+
+@pytest.mark.parametrize(
+    "image_id, problem",
+    [
+        ("/home/me/photo.png", "absolute path"),
+        ("C:\\photos\\a", "absolute path"),
+        ("\\\\server\\photo", "absolute path"),
+        ("../a", "leads out of images/"),
+        ("sub/a", "path separator"),
+        ("a\x00", "control character U\\+0000"),
+        (".a", "starts with '.'"),
+        ("a" * 300, "300 bytes long"),
+    ],
+)
+def test_ids_that_are_not_names_are_refused_naming_file_and_line(tmp_path, image_id, problem):
+    root = _folder(tmp_path / "f", ["b,dog", f'"{image_id}",cat'])
+    with pytest.raises(DataError, match=rf"labels\.csv: line 3: image id .*{problem}") as caught:
+        read_folder(root, "train")
+    assert caught.value.path == root / "labels.csv"
+
+
+def test_empty_id_is_refused(tmp_path):
+    root = _folder(tmp_path / "f", ["a,cat", ",dog"])
+    with pytest.raises(DataError, match=r"labels\.csv: line 3: image id '' is empty"):
+        read_folder(root, "train")
+
+
+@pytest.mark.parametrize("second", ["a.jpg", "A", "a.PNG"])
+def test_ids_whose_outputs_would_be_one_file_are_refused(tmp_path, second):
+    root = _folder(tmp_path / "f", ["a,cat", "b,dog", f"{second},dog"])
+    with pytest.raises(DataError, match=rf"line 4: image id '{second}' and line 2's 'a'") as caught:
+        read_folder(root, "train")
+    assert "rename one" in str(caught.value) and caught.value.path == root / "labels.csv"
+
+
+def test_the_same_id_twice_names_both_lines(tmp_path):
+    root = _folder(tmp_path / "f", ["a,cat", "b,dog", "a,dog"])
+    with pytest.raises(DataError, match=r"line 4: image 'a' is listed twice \(lines 2 and 4\)"):
+        read_folder(root, "train")

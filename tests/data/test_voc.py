@@ -92,3 +92,15 @@ def test_train_aug_masks_used_when_present(voc_tree):
     split = read_voc(voc_tree, "train_aug")
     extra = split.samples[1]
     assert extra.mask_path == aug / "extra_000.png" and extra.tags == (1,)
+
+
+@pytest.mark.parametrize(
+    "image_id, problem",
+    [("../../outside", "leads out of JPEGImages/"), ("/tmp/x", "absolute path"), (".x", "'.'")],
+)
+def test_ids_of_the_split_list_must_be_names(voc_tree, image_id, problem):
+    list_path = voc_tree / "ImageSets" / "Segmentation" / "val.txt"
+    list_path.write_text(f"val_000\n\nval_001\n{image_id}\n")
+    with pytest.raises(DataError, match=rf"val\.txt: line 4: image id .*{problem}") as caught:
+        read_voc(voc_tree, "val")
+    assert caught.value.path == list_path

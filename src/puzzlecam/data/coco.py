@@ -61,6 +61,7 @@ from tqdm import tqdm
 
 from puzzlecam.constants import BACKGROUND
 from puzzlecam.data.classes import resolve_classes
+from puzzlecam.data.ids import check_image_id, id_path
 from puzzlecam.data.samples import Sample, SplitData
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import read_json, save_label_png, write_json
@@ -381,8 +382,9 @@ def read_coco(
     samples, skipped, missing, tasks = [], [], [], []
     stems: dict[str, Any] = {}
     for image_key, record in images.items():
-        file_name = str(record["file_name"])
-        image_id = Path(file_name).stem
+        where = f"image {image_key}"
+        file_name = check_image_id(str(record["file_name"]), json_path, where, f"{split}/")
+        image_id = check_image_id(Path(file_name).stem, json_path, where, f"{split}/")
         if image_id in stems:
             raise DataError(
                 json_path,
@@ -393,12 +395,12 @@ def read_coco(
             skipped.append((image_id, "no annotations"))
         elif not shapes.get(image_key):
             skipped.append((image_id, "no annotations of the listed classes"))
-        elif file_name not in on_disk and not (image_dir / file_name).is_file():
+        elif file_name not in on_disk and not id_path(image_dir, file_name).is_file():
             missing.append(file_name)
         else:
-            mask_path = mask_dir / f"{image_id}.png"
+            mask_path = id_path(mask_dir, image_id, ".png")
             tags = tuple(sorted({value - 1 for value, _, _ in shapes[image_key]}))
-            samples.append(Sample(image_id, image_dir / file_name, tags, mask_path))
+            samples.append(Sample(image_id, id_path(image_dir, file_name), tags, mask_path))
             size = (int(record["height"]), int(record["width"]))
             tasks.append((mask_path, size, shapes[image_key], file_name))
     if missing:

@@ -8,16 +8,23 @@ root/
 
 Without a ``split`` column every split name selects all rows; with one, a split selects
 the rows whose ``split`` equals its name.
+
+An image id is the image's file name in ``images/``, with or without its extension
+(``photo`` or ``photo.jpg``), never a path (see ``puzzlecam.data.ids``). Outputs are named
+after the id without its image extension, so two ids of one stem (``a`` and ``a.jpg``),
+or of stems that differ only in case, are refused: their outputs would be one file.
 """
 
 from __future__ import annotations
 
 import csv
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 from puzzlecam.constants import IMAGE_EXTENSIONS
 from puzzlecam.data.classes import resolve_classes
+from puzzlecam.data.ids import check_image_id, id_path
 from puzzlecam.data.samples import Sample, SplitData
 from puzzlecam.errors import DataError
 
@@ -25,14 +32,26 @@ __all__ = ["read_folder"]
 
 
 def _find_image(folder: Path, image_id: str) -> Path | None:
-    direct = folder / image_id
+    direct = id_path(folder, image_id)
     if direct.suffix.lower() in IMAGE_EXTENSIONS and direct.is_file():
         return direct
     for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
-        candidate = folder / f"{image_id}{ext}"
+        candidate = id_path(folder, image_id, ext)
         if candidate.is_file():
             return candidate
     return None
+
+
+def _output_stem(image_id: str) -> str:
+    """The name outputs get: the id without its image extension (``a.jpg`` -> ``a``)."""
+    path = Path(image_id)
+    return path.stem if path.suffix.lower() in IMAGE_EXTENSIONS else image_id
+
+
+def _stem_key(stem: str) -> str:
+    # case-insensitive file systems (macOS, Windows) and macOS's Unicode normalisation
+    # would make these one file
+    return unicodedata.normalize("NFC", stem).casefold()
 
 
 def read_folder(root: str | Path, split: str, classes: Sequence[str] | None = None) -> SplitData:
@@ -53,14 +72,26 @@ def read_folder(root: str | Path, split: str, classes: Sequence[str] | None = No
             )
         rows = list(enumerate(reader, start=2))
 
-    samples, skipped, missing, seen = [], [], [], set()
+    samples, skipped, missing = [], [], []
+    stems: dict[str, tuple[int, str]] = {}  # stem key -> (line, id) of its first row
     for line, row in rows:
         image_id = (row["image_id"] or "").strip()
-        if not image_id:
-            raise DataError(csv_path, f"line {line}: empty image_id")
-        if image_id in seen:
-            raise DataError(csv_path, f"line {line}: image '{image_id}' is listed twice")
-        seen.add(image_id)
+        check_image_id(image_id, csv_path, f"line {line}", folder="images/")
+        stem = check_image_id(_output_stem(image_id), csv_path, f"line {line}", "images/")
+        if _stem_key(stem) in stems:
+            first_line, first_id = stems[_stem_key(stem)]
+            if first_id == image_id:
+                raise DataError(
+                    csv_path,
+                    f"line {line}: image '{image_id}' is listed twice (lines {first_line} "
+                    f"and {line}); keep one row per image",
+                )
+            raise DataError(
+                csv_path,
+                f"line {line}: image id '{image_id}' and line {first_line}'s '{first_id}' "
+                f"would share their output files ('{stem}'); rename one of the images",
+            )
+        stems[_stem_key(stem)] = (line, image_id)
         if "split" in columns and (row.get("split") or "").strip() != split:
             continue
         names = (row["tags"] or "").split()
@@ -79,10 +110,7 @@ def read_folder(root: str | Path, split: str, classes: Sequence[str] | None = No
         if not tags:
             skipped.append((image_id, "no tags"))
             continue
-        stem = (
-            Path(image_id).stem if Path(image_id).suffix.lower() in IMAGE_EXTENSIONS else image_id
-        )
-        mask_path = root / "masks" / f"{stem}.png"
+        mask_path = id_path(root / "masks", stem, ".png")
         samples.append(Sample(stem, image_path, tags, mask_path if mask_path.is_file() else None))
     if missing:
         raise DataError(

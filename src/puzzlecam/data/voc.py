@@ -20,6 +20,7 @@ import numpy as np
 
 from puzzlecam.constants import VOC_CLASSES
 from puzzlecam.data.classes import resolve_classes
+from puzzlecam.data.ids import check_image_id, id_path
 from puzzlecam.data.samples import Sample, SplitData
 from puzzlecam.errors import DataError
 from puzzlecam.io import load_label_png
@@ -41,11 +42,12 @@ def voc_split_exists(root: str | Path, split: str) -> bool:
 
 
 def _read_ids(path: Path) -> list[str]:
+    """The first field of each non-empty line, each checked to be an image id (a name)."""
     ids = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         fields = line.split()
         if fields:
-            ids.append(fields[0])
+            ids.append(check_image_id(fields[0], path, f"line {number}", "JPEGImages/"))
     if len(set(ids)) != len(ids):
         raise DataError(path, "split list names some images more than once")
     return ids
@@ -82,10 +84,10 @@ def _tags_from_mask(path: Path, num_classes: int) -> tuple[int, ...]:
 def _find_image(root: Path, image_id: str) -> Path:
     folder = root / "JPEGImages"
     for ext in (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG"):
-        candidate = folder / f"{image_id}{ext}"
+        candidate = id_path(folder, image_id, ext)
         if candidate.is_file():
             return candidate
-    return folder / f"{image_id}.jpg"
+    return id_path(folder, image_id, ".jpg")
 
 
 def read_voc(
@@ -119,11 +121,11 @@ def read_voc(
             continue
         mask_path = None
         for folder in ("SegmentationClass", "SegmentationClassAug"):
-            candidate = root / folder / f"{image_id}.png"
+            candidate = id_path(root / folder, image_id, ".png")
             if candidate.is_file():
                 mask_path = candidate
                 break
-        xml_path = root / "Annotations" / f"{image_id}.xml"
+        xml_path = id_path(root / "Annotations", image_id, ".xml")
         if tags_from == "xml" or (tags_from == "auto" and xml_path.is_file()):
             if not xml_path.is_file():
                 raise DataError(xml_path, "annotation file not found")
