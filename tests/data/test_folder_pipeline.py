@@ -1,6 +1,7 @@
 """A user's own data (``folder`` format: images/, labels.csv with a split column,
 classes.txt, masks/) through every stage of ``puzzlecam run``, tiny settings."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -91,3 +92,39 @@ def test_folder_data_without_masks_runs_to_the_cams(tmp_path):
     extra = ["--set", "until=cams", "--set", "train_cls.baseline_plain_cam=false"]
     assert main(_args(tmp_path) + extra) == 0
     assert len(list((tmp_path / "run" / "cams" / "puzzle_cam" / "val").glob("*.npz"))) == 4
+
+
+def _tree_digest(root):
+    """Every file under ``root`` (path relative to it) with the SHA-256 of its bytes."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("hostile", ["absolute", "dotdot"])
+def test_ids_that_point_at_the_users_files_are_refused_before_anything_is_written(
+    tmp_path, capsys, hostile
+):
+    """Issue 'part 7': with an absolute id of a PNG, the CAM overlays replaced the user's
+    own image. The run must stop while reading labels.csv, every file outside the run
+    directory untouched and none added."""
+    root = write_folder_dataset(tmp_path / "data", splits=(("train", 4), ("val", 2)))
+    user = tmp_path / "user"
+    user.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(user / "photo.png")
+    (user / "notes.txt").write_text("precious\n")
+    image_id = str(user / "photo") if hostile == "absolute" else "../../user/photo"
+    with (root / "labels.csv").open("a") as handle:
+        handle.write(f"{image_id},square,train\n")
+    before = {name: _tree_digest(tmp_path / name) for name in ("data", "user")}
+
+    assert main(_args(tmp_path)) == 2
+    error = capsys.readouterr().err
+    problem = "is an absolute path" if hostile == "absolute" else "leads out of images/"
+    assert f"labels.csv: line 8: image id '{image_id}' {problem}" in error
+    assert {name: _tree_digest(tmp_path / name) for name in ("data", "user")} == before
+    assert {p.name for p in tmp_path.iterdir()} <= {"data", "run", "user"}
+    run = tmp_path / "run"
+    assert not run.exists() or not [p for p in run.rglob("*") if p.suffix in (".npz", ".png")]

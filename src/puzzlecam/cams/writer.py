@@ -15,6 +15,7 @@ from tqdm import tqdm
 from puzzlecam.cams.inference import multiscale_cams, normalize_cams
 from puzzlecam.cams.scores import ScoreMaps, save_scores
 from puzzlecam.data.datasets import InferenceDataset
+from puzzlecam.data.ids import id_path
 from puzzlecam.data.samples import Sample
 from puzzlecam.io import atomic_write, load_image
 from puzzlecam.models.classifier import CamClassifier
@@ -79,7 +80,7 @@ def write_cams(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in samples if not (out_dir / f"{s.image_id}.npz").is_file()]
+    todo = [s for s in samples if not id_path(out_dir, s.image_id, ".npz").is_file()]
     overlay_ids = set(overlay_ids)
     todo.sort(key=lambda s: _header_size(s.image_path))
     if not todo:
@@ -109,11 +110,11 @@ def write_cams(
             cams = normalize_cams(full[row, tags].float()).cpu().numpy()
             small = normalize_cams(stride4[row, tags].float()).cpu().numpy()
             maps = ScoreMaps(sample.keys, cams, small, class_probs=class_probs[row])
-            save_scores(out_dir / f"{sample.image_id}.npz", maps)
+            save_scores(id_path(out_dir, sample.image_id, ".npz"), maps)
             if overlay_dir is not None and sample.image_id in overlay_ids:
                 pixels = np.asarray(load_image(sample.image_path))
                 heat = cams.max(axis=0) if len(tags) else np.zeros(pixels.shape[:2])
-                save_overlay(Path(overlay_dir) / f"{sample.image_id}.png", pixels, heat)
+                save_overlay(id_path(overlay_dir, sample.image_id, ".png"), pixels, heat)
         bar.update(len(indices))
     bar.close()
     return len(todo)

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from puzzlecam.data.ids import id_path
 from puzzlecam.data.samples import Sample, SplitData, check_mask, load_mask, tags_to_vector
 from puzzlecam.data.transforms import AugmentConfig, augment
 from puzzlecam.io import load_image, load_label_png
@@ -98,7 +99,7 @@ class SegmentationDataset(_EpochSeeded):
     def _labels(self, sample: Sample, size: tuple[int, int]) -> np.ndarray:
         if self.label_dir is None:
             return load_mask(sample, self.split.num_classes, size)
-        path = self.label_dir / f"{sample.image_id}.png"
+        path = id_path(self.label_dir, sample.image_id, ".png")
         return check_mask(load_label_png(path), self.split.num_classes, path, size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

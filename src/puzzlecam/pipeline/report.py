@@ -42,6 +42,7 @@ from puzzlecam import __version__
 from puzzlecam.cams.scores import load_scores
 from puzzlecam.constants import BACKGROUND, IGNORE_INDEX
 from puzzlecam.data import Sample, SplitData, load_split, split_name
+from puzzlecam.data.ids import id_path
 from puzzlecam.errors import DataError, PuzzlecamError, RunDirError
 from puzzlecam.io import load_image, load_label_png, read_json, read_jsonl, voc_palette
 from puzzlecam.pipeline.config import RunConfig, load_run_config
@@ -717,11 +718,11 @@ def _render_cell(column: _Column, sample: Sample, image: np.ndarray) -> np.ndarr
         return colorize_labels(_resize(load_label_png(sample.mask_path), size, nearest=True))
     assert column.folder is not None
     if column.kind == "labels":
-        path = column.folder / f"{sample.image_id}.png"
+        path = id_path(column.folder, sample.image_id, ".png")
         if not path.is_file():
             return "missing"
         return colorize_labels(_resize(load_label_png(path), size, nearest=True))
-    path = column.folder / f"{sample.image_id}.npz"
+    path = id_path(column.folder, sample.image_id, ".npz")
     if not path.is_file():
         return "missing"
     scores = load_scores(path).scores.astype(np.float32)  # (K, H, W)

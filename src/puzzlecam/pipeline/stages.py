@@ -23,6 +23,7 @@ from puzzlecam.config import to_dict
 from puzzlecam.crf import crf_available
 from puzzlecam.data.datasets import ClassificationDataset, InferenceDataset, SegmentationDataset
 from puzzlecam.data.demo import build_demo_dataset
+from puzzlecam.data.ids import id_path
 from puzzlecam.data.samples import Sample, tags_to_vector
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import load_image, save_label_png
@@ -186,7 +187,7 @@ def classification_quality(ctx: RunContext, cams_dir: Path, role: str) -> dict[s
     """mAP and F1 of the classifier on a split, from the probabilities in its CAM files."""
     split = ctx.split(role)
     probs = np.stack(
-        [load_scores(cams_dir / f"{s.image_id}.npz").class_probs for s in split.samples]
+        [load_scores(id_path(cams_dir, s.image_id, ".npz")).class_probs for s in split.samples]
     )
     targets = np.stack([tags_to_vector(s.tags, split.num_classes) for s in split.samples])
     return multilabel_scores(probs, targets)
@@ -221,15 +222,17 @@ def _affinity_label_job(
     sample: Sample, cams_dir: Path, out_dir: Path, fg: float, bg: float, crf: int
 ) -> None:
     image = np.asarray(load_image(sample.image_path))
-    maps = load_scores(cams_dir / f"{sample.image_id}.npz")
+    cams_path = id_path(cams_dir, sample.image_id, ".npz")
+    maps = load_scores(cams_path)
     scores = maps.scores.astype(np.float32)
     if scores.shape[1:] != image.shape[:2]:
         raise DataError(
-            cams_dir / f"{sample.image_id}.npz",
+            cams_path,
             f"CAMs are {scores.shape[1:]}, the image {image.shape[:2]}",
         )
     save_label_png(
-        out_dir / f"{sample.image_id}.png", confident_labels(image, scores, maps.keys, fg, bg, crf)
+        id_path(out_dir, sample.image_id, ".png"),
+        confident_labels(image, scores, maps.keys, fg, bg, crf),
     )
 
 
@@ -243,7 +246,7 @@ def stage_affinity_labels(ctx: RunContext, fingerprint: str) -> None:
     todo = [
         s
         for s in shard(list(ctx.split("train").samples), ctx.dist)
-        if not (out_dir / f"{s.image_id}.png").is_file()
+        if not id_path(out_dir, s.image_id, ".png").is_file()
     ]
     job = partial(
         _affinity_label_job,
@@ -306,7 +309,7 @@ def stage_rw(ctx: RunContext, fingerprint: str, role: str) -> None:
     todo = [
         s
         for s in shard(list(ctx.split(role).samples), ctx.dist)
-        if not (out_dir / f"{s.image_id}.npz").is_file()
+        if not id_path(out_dir, s.image_id, ".npz").is_file()
     ]
     loader = DataLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
     bar = tqdm(
@@ -318,10 +321,11 @@ def stage_rw(ctx: RunContext, fingerprint: str, role: str) -> None:
     )
     for index, image in loader:
         sample = todo[index]
-        maps = load_scores(cams_dir / f"{sample.image_id}.npz")
+        cams_path = id_path(cams_dir, sample.image_id, ".npz")
+        maps = load_scores(cams_path)
         if maps.scores_stride4 is None:
             raise DataError(
-                cams_dir / f"{sample.image_id}.npz",
+                cams_path,
                 "score file has no stride-4 CAMs for the random walk",
             )
         boundary = boundary_map(model, image.to(device))
@@ -329,7 +333,9 @@ def stage_rw(ctx: RunContext, fingerprint: str, role: str) -> None:
         refined = refine_scores(
             cams, boundary, tuple(image.shape[-2:]), config.beta, config.exp_times, config.radius
         )
-        save_scores(out_dir / f"{sample.image_id}.npz", ScoreMaps(maps.keys, refined.cpu().numpy()))
+        save_scores(
+            id_path(out_dir, sample.image_id, ".npz"), ScoreMaps(maps.keys, refined.cpu().numpy())
+        )
         bar.update(1)
     bar.close()
     ctx.log(f"rw {role}: {len(todo)} written to {out_dir}")
@@ -339,9 +345,9 @@ def _pseudo_label_job(
     sample: Sample, rw_dir: Path, out_dir: Path, threshold: float, crf: int
 ) -> None:
     image = np.asarray(load_image(sample.image_path))
-    maps = load_scores(rw_dir / f"{sample.image_id}.npz")
+    maps = load_scores(id_path(rw_dir, sample.image_id, ".npz"))
     labels = pseudo_labels(image, maps.scores.astype(np.float32), maps.keys, threshold, crf)
-    save_label_png(out_dir / f"{sample.image_id}.png", labels)
+    save_label_png(id_path(out_dir, sample.image_id, ".png"), labels)
 
 
 def stage_pseudo_labels(ctx: RunContext, fingerprint: str, role: str) -> None:
@@ -354,7 +360,7 @@ def stage_pseudo_labels(ctx: RunContext, fingerprint: str, role: str) -> None:
     todo = [
         s
         for s in shard(list(ctx.split(role).samples), ctx.dist)
-        if not (out_dir / f"{s.image_id}.png").is_file()
+        if not id_path(out_dir, s.image_id, ".png").is_file()
     ]
     job = partial(
         _pseudo_label_job,
@@ -450,7 +456,7 @@ def stage_predict_eval(ctx: RunContext, fingerprint: str, variant: str) -> None:
     todo = [
         s
         for s in shard(list(ctx.split("val").samples), ctx.dist)
-        if not (out_dir / f"{s.image_id}.png").is_file()
+        if not id_path(out_dir, s.image_id, ".png").is_file()
     ]
     loader = DataLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
     bar = tqdm(
@@ -463,7 +469,7 @@ def stage_predict_eval(ctx: RunContext, fingerprint: str, variant: str) -> None:
     for index, image in loader:
         pixels = image.permute(1, 2, 0).numpy()
         labels = segment_arrays(model, [pixels], config, ctx.dist.device, crf)[0]
-        save_label_png(out_dir / f"{todo[index].image_id}.png", labels)
+        save_label_png(id_path(out_dir, todo[index].image_id, ".png"), labels)
         bar.update(1)
     bar.close()
     barrier(ctx.dist)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from puzzlecam.cams.inference import resize_images
 from puzzlecam.constants import IMAGE_EXTENSIONS
 from puzzlecam.crf import crf_available, crf_refine_probs
+from puzzlecam.data.ids import id_path
 from puzzlecam.errors import DataError
 from puzzlecam.io import atomic_write, load_image, save_label_png
 from puzzlecam.models.segmenter import Segmenter
@@ -355,9 +356,17 @@ def predict_images(
     if crf_iterations and not crf_available():
         tqdm.write("CRF skipped: pydensecrf2 is not installed (pip install 'puzzlecam[crf]')")
         crf_iterations = 0
+    names = output_names(list(paths))
+    # every output name checked before anything is written
+    targets = {
+        name: (
+            id_path(out_dir / "masks", name, ".png"),
+            id_path(out_dir / "overlays", name, ".jpg"),
+        )
+        for name in names
+    }
     with atomic_write(out_dir / "classes.txt") as handle:
         handle.write("".join(f"{name}\n" for name in classes).encode("utf-8"))
-    names = output_names(list(paths))
     written: list[tuple[Path, str]] = []
     skipped: list[tuple[Path, str]] = []
     pending: list[tuple[Path, str, np.ndarray]] = []
@@ -369,8 +378,9 @@ def predict_images(
         arrays = [image for _, _, image in pending]
         labels = segment_arrays(model, arrays, config, device, crf_iterations)
         for (path, name, image), label in zip(pending, labels, strict=True):
-            save_label_png(out_dir / "masks" / f"{name}.png", label)
-            _save_jpeg(out_dir / "overlays" / f"{name}.jpg", overlay_labels(image, label))
+            mask_path, overlay_path = targets[name]
+            save_label_png(mask_path, label)
+            _save_jpeg(overlay_path, overlay_labels(image, label))
             written.append((path, name))
         bar.update(len(pending))
         pending.clear()
