@@ -16,7 +16,7 @@ from puzzlecam.puzzle.losses import PuzzleConfig
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
 from puzzlecam.training.distributed import DistContext
 from puzzlecam.training.loop import LoopConfig, StepSampler, fit, load_weights
-from puzzlecam.training.optim import OptimConfig, parameter_groups, poly_factor
+from puzzlecam.training.optim import OptimConfig, build_optimizer, parameter_groups, poly_factor
 
 TINY = BackboneConfig(name="test_efficientnet", pretrained="none", norm="fix")
 LOOP = LoopConfig(epochs=2, batch_size=4, num_workers=0, log_every_steps=1)
@@ -151,3 +151,24 @@ def test_gradient_accumulation_matches_the_full_batch(voc_tree, tmp_path):
     for key, value in full.items():
         if value.is_floating_point():
             torch.testing.assert_close(accumulated[key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_adamw_keeps_each_groups_lr_and_decay():
+    """One AdamW step by hand: p1 = p0 * (1 - lr * wd) - lr * sign(g) (first step, m/sqrt(v) = sign)."""
+    decayed = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    plain = torch.nn.Parameter(torch.tensor([3.0]))
+    groups = [
+        {"params": [decayed], "lr": 0.1, "initial_lr": 0.1, "weight_decay": 0.5},
+        {"params": [plain], "lr": 0.2, "initial_lr": 0.2, "weight_decay": 0.0},
+    ]
+    optimizer = build_optimizer(groups, OptimConfig(name="adamw", lr=0.01, weight_decay=0.9))
+    (decayed * torch.tensor([2.0, -3.0])).sum().add(plain.sum() * 5).backward()
+    optimizer.step()
+    expected = torch.tensor([1.0 * (1 - 0.05) - 0.1, -2.0 * (1 - 0.05) + 0.1])
+    torch.testing.assert_close(decayed.detach(), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(plain.detach(), torch.tensor([3.0 - 0.2]), atol=1e-5, rtol=0)
+
+
+def test_unknown_optimiser_name_is_refused():
+    with pytest.raises(ValueError, match="sgd.*adamw"):
+        OptimConfig(name="lamb")

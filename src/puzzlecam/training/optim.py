@@ -1,11 +1,14 @@
-"""SGD with the reference's four parameter groups and polynomial decay."""
+"""The reference's four parameter groups and polynomial decay, for SGD (the paper's) or
+AdamW (timm's optimiser factory)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from timm.optim import create_optimizer_v2
 from torch import nn
 
 __all__ = ["OptimConfig", "parameter_groups", "build_optimizer", "poly_factor", "set_poly_lr"]
@@ -23,8 +26,14 @@ class OptimConfig:
     ``warmup`` (0 in the reference): the fraction of training over which the learning
     rate rises linearly from 0 before the poly decay takes over; it keeps the large
     first gradients of a freshly initialised head from wrecking pretrained features.
+
+    ``name``: ``sgd`` (the paper's; ``momentum`` and ``nesterov`` apply) or ``adamw``
+    (not in the paper: timm's AdamW with decoupled weight decay, same groups and poly
+    schedule; ``momentum``/``nesterov`` are ignored). On short CPU schedules AdamW keeps the
+    classifier learning under the puzzle terms where SGD stalls (docs/experiments.md).
     """
 
+    name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -36,7 +45,9 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ValueError("lr must be positive")
-        if self.nesterov and self.momentum <= 0:
+        if self.name not in ("sgd", "adamw"):
+            raise ValueError(f"optimiser name must be 'sgd' or 'adamw', got {self.name!r}")
+        if self.name == "sgd" and self.nesterov and self.momentum <= 0:
             raise ValueError("nesterov needs momentum > 0")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError("warmup is a fraction of training, in [0, 1)")
@@ -80,7 +91,12 @@ def parameter_groups(
     return result
 
 
-def build_optimizer(groups: list[dict], config: OptimConfig) -> torch.optim.SGD:
+def build_optimizer(groups: list[dict], config: OptimConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW over ``groups`` (their own lr and weight decay take precedence)."""
+    if config.name == "adamw":
+        return create_optimizer_v2(
+            groups, opt="adamw", lr=config.lr, weight_decay=config.weight_decay
+        )
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
