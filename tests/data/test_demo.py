@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from puzzlecam.constants import IGNORE_INDEX
+from puzzlecam.data import demo
 from puzzlecam.data import fashion_mnist as fm
 from puzzlecam.data.demo import (
     DEMO_CLASSES,
@@ -229,3 +230,151 @@ def test_config_checks_and_round_trip() -> None:
         DemoDataConfig.from_dict({"num_trian": 5})
     loaded = DemoDataConfig.from_dict(json.loads(json.dumps(TINY.to_dict())))
     assert loaded == TINY and isinstance(loaded.image_size, tuple)
+
+
+# --- a subset of the Fashion-MNIST classes -----------------------------------------------------
+
+SUBSET = DemoDataConfig(**{**TINY.to_dict(), "classes": ["trouser", "bag", "boot"]})
+
+
+@pytest.fixture(scope="module")
+def subset_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo") / "subset"
+    build_demo_dataset(root, SUBSET)
+    return root
+
+
+def test_subset_labels_names_and_items_agree(subset_built: Path) -> None:
+    names = ("trouser", "bag", "boot")
+    assert SUBSET.classes == names and SUBSET.class_names == names
+    assert (subset_built / "classes.txt").read_text() == "trouser\nbag\nboot\n"
+    records = json.loads((subset_built / "demo_items.json").read_text())
+    fm_labels = {s: fm.load_bundled_fashion_mnist(s).labels for s in ("train", "test")}
+    for split, fm_split in (("train", "train"), ("val", "test")):
+        assert list(records[split]) == demo_image_ids(split, SUBSET.num_images(split))
+        for image_id, objects in records[split].items():
+            mask = load_label_png(subset_built / "SegmentationClass" / f"{image_id}.png")
+            values = set(np.unique(mask).tolist())
+            assert values <= {0, 1, 2, 3, IGNORE_INDEX}
+            xml_names = {
+                o.findtext("name")
+                for o in xml_objects(subset_built / "Annotations" / f"{image_id}.xml")
+            }
+            assert (
+                xml_names
+                == {o["class"] for o in objects}
+                == {names[v - 1] for v in values - {0, IGNORE_INDEX}}
+            )
+            for obj in objects:
+                # the item recorded is of the class named, and its label value is in its box
+                assert fm.FASHION_MNIST_CLASSES[fm_labels[fm_split][obj["item"]]] == obj["class"]
+                xmin, ymin, xmax, ymax = obj["bbox"]
+                inside = mask[ymin - 1 : ymax, xmin - 1 : xmax]
+                assert (inside == names.index(obj["class"]) + 1).any()
+    summary = build_demo_dataset(subset_built, SUBSET)
+    assert summary.reused
+    for split in ("train", "val"):
+        assert tuple(summary.items_per_class[split]) == names
+        assert tuple(summary.images_per_class[split]) == names
+    for split, count in (("train", 6), ("val", 4)):
+        data = read_voc(subset_built, split)
+        assert data.classes == names and len(data.samples) == count and not data.skipped
+
+
+def test_class_order_only_renumbers_labels(subset_built: Path, tmp_path: Path) -> None:
+    reordered = DemoDataConfig(**{**SUBSET.to_dict(), "classes": ["boot", "trouser", "bag"]})
+    build_demo_dataset(tmp_path / "reordered", reordered)
+    assert (tmp_path / "reordered" / "classes.txt").read_text() == "boot\ntrouser\nbag\n"
+    renumber = np.arange(256, dtype=np.uint8)
+    renumber[[1, 2, 3]] = [2, 3, 1]  # trouser 1 -> 2, bag 2 -> 3, boot 3 -> 1
+    for image_id in image_ids(subset_built):
+        jpg = f"JPEGImages/{image_id}.jpg"
+        assert (tmp_path / "reordered" / jpg).read_bytes() == (subset_built / jpg).read_bytes()
+        png = f"SegmentationClass/{image_id}.png"
+        np.testing.assert_array_equal(
+            load_label_png(tmp_path / "reordered" / png),
+            renumber[load_label_png(subset_built / png)],
+        )
+
+
+def test_default_classes_build_what_all_ten_in_order_build(built: Path, tmp_path: Path) -> None:
+    # classes=() must keep building what builds made before the option existed did: the
+    # same draws and files as naming all ten classes in Fashion-MNIST's order
+    assert TINY.classes == () and TINY.class_names == DEMO_CLASSES
+    explicit = DemoDataConfig(**{**TINY.to_dict(), "classes": list(fm.FASHION_MNIST_CLASSES)})
+    build_demo_dataset(tmp_path / "explicit", explicit)
+    default_files, explicit_files = all_files(built), all_files(tmp_path / "explicit")
+    default_meta = json.loads(default_files.pop("demo.json"))
+    explicit_meta = json.loads(explicit_files.pop("demo.json"))
+    assert default_files == explicit_files
+    assert default_meta["config"]["classes"] == []
+    assert {**explicit_meta, "config": default_meta["config"]} == default_meta
+
+
+def test_build_without_the_classes_option_is_reused(built: Path, tmp_path: Path) -> None:
+    # demo.json written before the option existed has no "classes": it means the default
+    root = tmp_path / "older"
+    root.mkdir()
+    for name, data in all_files(built).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    meta = json.loads((root / "demo.json").read_text())
+    del meta["config"]["classes"]
+    (root / "demo.json").write_text(json.dumps(meta))
+    assert build_demo_dataset(root, TINY).reused
+    with pytest.raises(DataError, match=r"classes \[\] -> \['trouser', 'bag', 'boot'\]"):
+        build_demo_dataset(root, SUBSET)
+
+
+def test_class_names_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"unknown \['shoe'\].*tshirt, trouser, pullover"):
+        DemoDataConfig(classes=("bag", "shoe"))
+    with pytest.raises(ConfigError, match=r"more than once \['bag'\].*tshirt, trouser, pullover"):
+        DemoDataConfig(classes=("bag", "boot", "bag"))
+    with pytest.raises(ConfigError, match="list of Fashion-MNIST class names"):
+        DemoDataConfig(classes="bag")  # type: ignore[arg-type]
+    loaded = DemoDataConfig.from_dict({**TINY.to_dict(), "classes": ["bag", "boot"]})
+    assert loaded.classes == ("bag", "boot") and loaded.fashion_mnist_labels == (8, 9)
+    assert DemoDataConfig.from_dict(json.loads(json.dumps(loaded.to_dict()))) == loaded
+
+
+def test_subset_with_too_few_items(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 6,000 train items per class in the full set
+    too_many = DemoDataConfig(num_train=6001, num_val=1, max_items=1, classes=("bag",))
+    with pytest.raises(ConfigError, match=r"6001 distinct items of the 1 chosen classes \(bag\)"):
+        build_demo_dataset(tmp_path / "a", too_many)
+    # the bundled subset holds 643 trousers among its 6,000 train items: 700 need the full set,
+    # while 700 items of any class do not
+    trousers = DemoDataConfig(num_train=700, num_val=1, max_items=1, classes=("trouser",))
+    with pytest.raises(ConfigError, match="items of the 1 chosen classes.*full set"):
+        build_demo_dataset(tmp_path / "b", trousers, source="bundled")
+    monkeypatch.delenv(fm.FASHION_MNIST_ENV, raising=False)
+    monkeypatch.setattr(fm, "DEFAULT_FASHION_MNIST_DIRS", (tmp_path / "nowhere",))
+    with pytest.raises(DataError, match="dataset-fashion-mnist"):
+        build_demo_dataset(tmp_path / "c", trousers)
+    assert not any((tmp_path / name).exists() for name in "abc")
+    assert demo._pool_sizes(trousers) == {"train": 60000, "val": 2000}
+    assert demo._pool_sizes(DemoDataConfig(**{**trousers.to_dict(), "classes": []})) == {
+        "train": 6000,
+        "val": 2000,
+    }
+
+
+def test_subset_from_the_full_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # stand-ins: "bundled" = the first 60 train items (3 trousers), "full" = the package's 6,000
+    monkeypatch.setattr(demo, "_SPLITS", {"train": ("train", 0, 60), "val": ("test", 1, 20)})
+    monkeypatch.setattr(demo, "FASHION_MNIST_SIZES", {"train": 6000, "test": 2000})
+    small = {**TINY.to_dict(), "num_train": 5, "num_val": 0, "max_items": 1}
+    trousers = DemoDataConfig(**{**small, "classes": ["trouser"]})
+    with pytest.raises(ConfigError, match="full set"):
+        build_demo_dataset(tmp_path / "a", trousers, source="bundled")
+    summary = build_demo_dataset(tmp_path / "b", trousers, source=fm.bundled_fashion_mnist_dir())
+    assert summary.pool_size["train"] == 6000 and summary.num_items["train"] == 5
+    records = json.loads((tmp_path / "b" / "demo_items.json").read_text())
+    items = [o["item"] for objs in records["train"].values() for o in objs]
+    labels = fm.load_bundled_fashion_mnist("train").labels
+    assert len(set(items)) == 5 and max(items) >= 60 and set(labels[items].tolist()) == {1}
+    # a "full set" that is not balanced (590 bags, not 600) is caught before any image
+    bags = DemoDataConfig(**{**small, "num_train": 600, "classes": ["bag"]})
+    with pytest.raises(DataError, match="590 items of the 1 chosen classes"):
+        build_demo_dataset(tmp_path / "c", bags, source=fm.bundled_fashion_mnist_dir())

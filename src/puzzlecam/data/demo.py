@@ -4,11 +4,11 @@
 benchmark that the project's VOC reader reads like PASCAL VOC 2012::
 
     root/JPEGImages/{id}.jpg            RGB image (JPEG quality 95, 4:4:4)
-    root/SegmentationClass/{id}.png     VOC-palette label PNG: 0 background, 1..10 classes,
+    root/SegmentationClass/{id}.png     VOC-palette label PNG: 0 background, 1..C classes,
                                         255 a thin ignore band along every object boundary
     root/Annotations/{id}.xml           VOC XML, one <object> per visible item
     root/ImageSets/Segmentation/{train,val}.txt
-    root/classes.txt                    the 10 class names, background excluded
+    root/classes.txt                    the C class names, background excluded
     root/demo_items.json                which Fashion-MNIST item each object comes from
     root/demo.json                      config, content fingerprint, summary (written last)
 
@@ -19,12 +19,18 @@ colours). Items may overlap, but every item keeps at least ``min_visible`` of it
 it is placed again); the mask gives each pixel the label of the top-most item there. Train
 images use items of Fashion-MNIST's train split, val images items of its test split.
 
+The classes are all ten of Fashion-MNIST (C = 10, in its label order) or the subset
+``classes`` names, in the order given: several are near-duplicates at 28x28 (shirt, tshirt,
+pullover, coat; sandal, sneaker, boot), so a subset of distinct ones makes an easier benchmark.
+
 Determinism: everything is drawn from numpy Generators seeded by ``(seed, split, image)``,
 never global state, so the same config gives byte-identical files, and every image can be
 rebuilt alone (which is how an interrupted build resumes). Items are drawn without repetition
-from the first K items of each split, K being the size of the bundled subset (6,000 train,
-2,000 test), so the bundled subset and the full set give the same dataset; only when a config
-needs more than K items per split is the full set required (then K is the whole split).
+from the items of the chosen classes among the first K items of each split, K being the size
+of the bundled subset (6,000 train, 2,000 test), so the bundled subset and the full set give
+the same dataset; only when a config needs more such items than the first K hold is the full
+set required (then K is the whole split). With all ten classes the pool is the first K items
+themselves, so ``classes=()`` builds exactly what builds made before the option existed did.
 """
 
 from __future__ import annotations
@@ -52,12 +58,15 @@ from puzzlecam.data.fashion_mnist import (
     DEFAULT_FASHION_MNIST_DIRS,
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_ENV,
+    FASHION_MNIST_FILES,
     FASHION_MNIST_SIZES,
     FashionMnistSplit,
     Split,
+    bundled_fashion_mnist_dir,
     find_fashion_mnist,
     load_bundled_fashion_mnist,
     load_fashion_mnist,
+    read_idx,
 )
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import atomic_write, read_json, save_label_png, write_json
@@ -72,7 +81,7 @@ __all__ = [
 ]
 
 DEMO_CLASSES: tuple[str, ...] = FASHION_MNIST_CLASSES
-"""Foreground classes of the demo, in label order (label value = index + 1)."""
+"""Foreground classes of the default demo (``classes=()``), in label order (label = index + 1)."""
 
 DEMO_FORMAT_VERSION = 1
 """Bumped whenever the generator changes its output; a build of another version is refused."""
@@ -101,6 +110,8 @@ class DemoDataConfig:
     ``min_visible`` of its area under later ones. ``border_width`` pixels on each side of every
     object boundary are set to 255 (ignore), so the band is twice as wide.
     ``intensity_threshold`` (of 255) separates an item from the black of its 28x28 frame.
+    ``classes``: the Fashion-MNIST class names to use, in label order (label value = position
+    + 1); empty means all ten in Fashion-MNIST's order (:data:`DEMO_CLASSES`).
 
     Images are JPEG like VOC's, so the demo goes through the same decoding as real data;
     quality 95 without chroma subsampling keeps the error small (mean ~2 grey levels, about
@@ -119,6 +130,7 @@ class DemoDataConfig:
     border_width: int = 1
     intensity_threshold: int = 10
     jpeg_quality: int = 95
+    classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists; the dataclass is frozen, hence object.__setattr__
@@ -127,7 +139,23 @@ class DemoDataConfig:
             if not (isinstance(value, Sequence) and len(value) == 2):
                 raise ConfigError(f"demo {name} must be a pair of ints, got {value!r}")
             object.__setattr__(self, name, (int(value[0]), int(value[1])))
+        if isinstance(self.classes, str) or not isinstance(self.classes, Sequence):
+            raise ConfigError(
+                f"demo classes must be a list of Fashion-MNIST class names, got {self.classes!r}; "
+                f"valid names: {', '.join(FASHION_MNIST_CLASSES)}"
+            )
+        object.__setattr__(self, "classes", tuple(str(name) for name in self.classes))
         self._check()
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes of the build, in label order: ``classes``, or all ten when empty."""
+        return self.classes or DEMO_CLASSES
+
+    @property
+    def fashion_mnist_labels(self) -> tuple[int, ...]:
+        """Fashion-MNIST label (0..9) of each class of :attr:`class_names`, in label order."""
+        return tuple(FASHION_MNIST_CLASSES.index(name) for name in self.class_names)
 
     def _check(self) -> None:
         problems = []
@@ -162,6 +190,15 @@ class DemoDataConfig:
             problems.append(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.seed < 0:
             problems.append(f"seed must be >= 0, got {self.seed}")
+        unknown = [name for name in self.classes if name not in FASHION_MNIST_CLASSES]
+        repeated = sorted({name for name in self.classes if self.classes.count(name) > 1})
+        if unknown or repeated:
+            what = [f"unknown {unknown}"] if unknown else []
+            what += [f"listed more than once {repeated}"] if repeated else []
+            problems.append(
+                f"classes: {' and '.join(what)}; choose distinct names among "
+                f"{', '.join(FASHION_MNIST_CLASSES)} (or none for all ten)"
+            )
         if problems:
             raise ConfigError("invalid demo data config: " + "; ".join(problems))
 
@@ -197,7 +234,8 @@ class DemoSummary:
     images_per_class: Mapping[str, Mapping[str, int]]
     """Per split: class name -> number of images tagged with it."""
     pool_size: Mapping[str, int]
-    """Per split: items were drawn from the first ``pool_size`` of its Fashion-MNIST split."""
+    """Per split: items were drawn from the first ``pool_size`` of its Fashion-MNIST split
+    (those of the chosen classes)."""
     source: str
     """Where the items came from: "bundled" or the directory of the full set."""
     fingerprint: str
@@ -305,16 +343,20 @@ class _Item:
     """One Fashion-MNIST item ready to paste: its tight box plus a margin of 2 source pixels."""
 
     index: int  # index in its Fashion-MNIST split
-    label: int  # 0-based class
+    label: int  # 0-based class of the demo (position in the config's class_names)
     mask: np.ndarray  # (h, w) float32 in {0, 1}, 0 in the margin
     intensity: np.ndarray  # (h, w) float32 in [0, 1], max 1; continued into the margin
     extent: int  # long side of the tight box, in source pixels
 
 
 def _prepare_items(
-    data: FashionMnistSplit, indices: np.ndarray, threshold: int
+    data: FashionMnistSplit, indices: np.ndarray, threshold: int, labels: Sequence[int]
 ) -> dict[int, _Item]:
-    """Clean mask and normalised intensity of the items ``indices`` of ``data`` (batched)."""
+    """Clean mask and normalised intensity of the items ``indices`` of ``data`` (batched).
+
+    ``labels``: the Fashion-MNIST label of each demo class, in demo label order.
+    """
+    demo_label = {fm_label: position for position, fm_label in enumerate(labels)}
     images = data.images[indices].astype(np.float32)  # (N, 28, 28)
     masks = _item_masks(data.images[indices], threshold)
     blank = ~masks.any(axis=(1, 2))  # a blank image: keep its brightest pixels as its shape
@@ -333,7 +375,7 @@ def _prepare_items(
         )
         items[index] = _Item(
             index=index,
-            label=int(data.labels[index]),
+            label=demo_label[int(data.labels[index])],
             mask=inside[k][box],
             intensity=intensity[k][box],
             extent=int(max(rows.max() - rows.min(), cols.max() - cols.min()) + 1),
@@ -627,7 +669,7 @@ def _render(rng: np.random.Generator, items: Sequence[_Item], config: DemoDataCo
         rows, cols = np.nonzero(visible)
         objects.append(
             {
-                "class": DEMO_CLASSES[spot.item.label],
+                "class": config.class_names[spot.item.label],
                 "item": spot.item.index,
                 # VOC boxes: 1-based, inclusive pixel coordinates of the visible part
                 "bbox": [
@@ -700,19 +742,47 @@ def _write_bytes(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def _pool_items(labels: np.ndarray, config: DemoDataConfig) -> np.ndarray:
+    """Indices (into ``labels``, ascending) of the items of the config's classes."""
+    return np.flatnonzero(np.isin(labels, config.fashion_mnist_labels))
+
+
+def _classes_text(config: DemoDataConfig) -> str:
+    """How errors name the classes items are drawn from."""
+    if not config.classes:
+        return "of any class"
+    return f"of the {len(config.classes)} chosen classes ({', '.join(config.classes)})"
+
+
 def _pool_sizes(config: DemoDataConfig) -> dict[str, int]:
-    """Per split: how many of the first Fashion-MNIST items the images draw from."""
+    """Per split: how many of the first Fashion-MNIST items the images draw from.
+
+    The bundled subset's labels are read (a few KB) to count its items of the chosen classes;
+    the full set is not needed to count its own: Fashion-MNIST is balanced (6,000 train and
+    1,000 test items per class), which :func:`_load_pools` checks when it loads it.
+    """
     sizes = {}
     for split, (fm_split, _, bundled) in _SPLITS.items():
         needed = config.num_images(split) * config.max_items
         full = FASHION_MNIST_SIZES[fm_split]
-        if needed > full:
+        per_class = full // len(FASHION_MNIST_CLASSES)
+        available = per_class * len(config.class_names)
+        if needed > available:
+            of_them = f" of them ({per_class} per class)" if config.classes else ""
             raise ConfigError(
                 f"{config.num_images(split)} {split} images x max_items {config.max_items} need "
-                f"{needed} distinct items; Fashion-MNIST's {fm_split} split has {full}. "
-                "Lower the image count or max_items."
+                f"{needed} distinct items {_classes_text(config)}; Fashion-MNIST's {fm_split} "
+                f"split has {available}{of_them}. Lower the image count or max_items"
+                + (", or choose more classes." if config.classes else ".")
             )
-        sizes[split] = bundled if needed <= bundled else full
+        if needed == 0 or not config.classes:
+            sizes[split] = bundled if needed <= bundled else full
+            continue
+        labels_file = bundled_fashion_mnist_dir() / f"{FASHION_MNIST_FILES[fm_split][1]}.gz"
+        in_bundled = len(
+            _pool_items(read_idx(labels_file, expected_ndim=1, max_items=bundled), config)
+        )
+        sizes[split] = bundled if needed <= in_bundled else full
     return sizes
 
 
@@ -732,15 +802,16 @@ def _load_pools(
     if source == "bundled":
         if needs_full:
             raise ConfigError(
-                f"{' and '.join(needs_full)} needs more items than the bundled Fashion-MNIST "
-                f"subset holds ({BUNDLED_TRAIN_ITEMS} train, {BUNDLED_TEST_ITEMS} test items; "
-                "num_images x max_items are drawn per split), so the full set is required: "
-                + how_to_get
+                f"{' and '.join(needs_full)} needs more items {_classes_text(config)} than the "
+                f"bundled Fashion-MNIST subset holds (its {BUNDLED_TRAIN_ITEMS} train and "
+                f"{BUNDLED_TEST_ITEMS} test items; num_images x max_items are drawn per split), "
+                "so the full set is required: " + how_to_get
             )
         bundled = {
             split: load_bundled_fashion_mnist(_SPLITS[split][0], max_items=pool_sizes[split])
             for split in wanted
         }
+        _check_pools(config, bundled, bundled_fashion_mnist_dir())
         return bundled, "bundled"
     if source == "full":
         found = find_fashion_mnist()
@@ -758,7 +829,27 @@ def _load_pools(
         split: load_fashion_mnist(directory, _SPLITS[split][0], max_items=pool_sizes[split])
         for split in wanted
     }
+    _check_pools(config, pools, directory)
     return pools, str(directory)
+
+
+def _check_pools(
+    config: DemoDataConfig, pools: Mapping[str, FashionMnistSplit], directory: Path
+) -> None:
+    """DataError unless every pool holds enough items of the chosen classes.
+
+    Cannot fail on the real data (:func:`_pool_sizes` counted them); it catches a set in
+    ``directory`` that is not the balanced Fashion-MNIST, before an image is left short.
+    """
+    for split, pool in pools.items():
+        needed = config.num_images(split) * config.max_items
+        found = len(_pool_items(pool.labels, config))
+        if found < needed:
+            raise DataError(
+                directory,
+                f"its first {len(pool)} {_SPLITS[split][0]} items hold {found} items "
+                f"{_classes_text(config)}, but {split} needs {needed}; is this Fashion-MNIST?",
+            )
 
 
 def _is_temp(path: Path) -> bool:
@@ -794,9 +885,16 @@ def _existing_build(root: Path, config: DemoDataConfig) -> dict[str, Any] | None
     meta_path = root / _META_FILE
     if meta_path.is_file():
         meta = read_json(meta_path)
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        if (
+            not isinstance(meta, dict)
+            or meta.get("format") != _FORMAT
+            or not isinstance(meta.get("config"), dict)
+        ):
             raise DataError(meta_path, "is not a puzzlecam demo description; choose another root")
-        stored = meta.get("config", {})
+        # an option added after this build was made is missing from its demo.json; options are
+        # only added with a default that reproduces the earlier files (else DEMO_FORMAT_VERSION
+        # is bumped), so a missing option means its default
+        stored = {**DemoDataConfig().to_dict(), **meta["config"]}
         wanted = config.to_dict()
         if meta.get("version") != DEMO_FORMAT_VERSION or stored != wanted:
             changes = [
@@ -840,9 +938,7 @@ def _summary(root: Path, meta: Mapping[str, Any], reused: bool) -> DemoSummary:
 
 
 def _render_all(
-    config: DemoDataConfig,
-    pools: Mapping[str, FashionMnistSplit],
-    pool_sizes: Mapping[str, int],
+    config: DemoDataConfig, pools: Mapping[str, FashionMnistSplit]
 ) -> Iterator[tuple[str, str, _Rendered]]:
     """Every image of every split, in order: (split, image id, rendering)."""
     for split, (_, stream, _) in _SPLITS.items():
@@ -853,13 +949,22 @@ def _render_all(
         # permutation of the pool: no item twice in a split, and image i depends only on
         # (seed, split, i), so any image can be rebuilt alone
         slots = config.max_items
-        order = np.random.default_rng([config.seed, stream]).permutation(pool_sizes[split])
+        # with all ten classes, candidates is arange(pool size): the draws of older builds
+        candidates = _pool_items(pools[split].labels, config)
+        order = candidates[
+            np.random.default_rng([config.seed, stream]).permutation(len(candidates))
+        ]
         rngs = [np.random.default_rng([config.seed, stream, i]) for i in range(count)]
         chosen = [
             order[i * slots : i * slots + int(rng.integers(config.min_items, slots + 1))]
             for i, rng in enumerate(rngs)
         ]
-        items = _prepare_items(pools[split], np.concatenate(chosen), config.intensity_threshold)
+        items = _prepare_items(
+            pools[split],
+            np.concatenate(chosen),
+            config.intensity_threshold,
+            config.fashion_mnist_labels,
+        )
         for image_id, rng, indices in zip(demo_image_ids(split, count), rngs, chosen, strict=True):
             yield split, image_id, _render(rng, [items[int(i)] for i in indices], config)
 
@@ -900,17 +1005,17 @@ def build_demo_dataset(
     _remove_temp_files(root)
     identity = {"format": _FORMAT, "version": DEMO_FORMAT_VERSION, "config": config.to_dict()}
     write_json(root / _META_FILE, {**identity, "complete": False})
-    _write_bytes(root / "classes.txt", ("\n".join(DEMO_CLASSES) + "\n").encode())
+    _write_bytes(root / "classes.txt", ("\n".join(config.class_names) + "\n").encode())
 
     digest = hashlib.sha256()
     records: dict[str, dict[str, list[dict[str, Any]]]] = {split: {} for split in _SPLITS}
-    items_per_class = {split: dict.fromkeys(DEMO_CLASSES, 0) for split in _SPLITS}
-    images_per_class = {split: dict.fromkeys(DEMO_CLASSES, 0) for split in _SPLITS}
+    items_per_class = {split: dict.fromkeys(config.class_names, 0) for split in _SPLITS}
+    images_per_class = {split: dict.fromkeys(config.class_names, 0) for split in _SPLITS}
     bar = _progress_bar(config.num_train + config.num_val) if progress else None
     # files are written by a few threads: fsync waits overlap with rendering
     with ThreadPoolExecutor(max_workers=_WRITER_THREADS) as writers:
         pending: deque[Future[None]] = deque()
-        for split, image_id, rendered in _render_all(config, pools, pool_sizes):
+        for split, image_id, rendered in _render_all(config, pools):
             xml = _annotation_xml(image_id, config.image_size, rendered.objects).encode()
             for part in (
                 image_id.encode(),
