@@ -18,14 +18,15 @@ runs/NAME/
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from puzzlecam.config import config_hash, dump_yaml, to_dict
-from puzzlecam.errors import RunDirError
+from puzzlecam.config import config_hash, dump_yaml, from_dict, to_dict
+from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.io import atomic_write, read_json, write_json
 
 __all__ = ["RunDir", "claim_output_dir"]
@@ -53,6 +54,9 @@ class RunDir:
         """Claim the directory for ``config``, or refuse if it holds another config's run."""
         if self.config_path.is_file():
             existing = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+            # a config written before a setting existed reads as that setting's default
+            with contextlib.suppress(ConfigError):
+                existing = to_dict(from_dict(type(config), existing))
             if config_hash(existing) != config_hash(config):
                 changes = _differences(existing, to_dict(config))
                 shown = "\n  ".join(changes[:12])
