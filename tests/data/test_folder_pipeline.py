@@ -73,9 +73,11 @@ def test_folder_data_through_the_whole_pipeline(tmp_path, capsys):
     val_ids = sorted(i for i in ids if i.startswith("val"))
     for image_id in train_ids:
         assert (run / "cams" / "puzzle_cam" / "train" / f"{image_id}.npz").is_file()
-        affinity = load_label_png(run / "affinity_labels" / "train" / f"{image_id}.png")
+        affinity = load_label_png(
+            run / "affinity_labels" / "puzzle_cam" / "train" / f"{image_id}.png"
+        )
         assert set(np.unique(affinity)) <= {0, 1, 2, 3, 255}
-        pseudo = load_label_png(run / "pseudo_labels" / "train" / f"{image_id}.png")
+        pseudo = load_label_png(run / "pseudo_labels" / "puzzle_cam" / "train" / f"{image_id}.png")
         assert pseudo.shape == (64, 64) and set(np.unique(pseudo)) <= {0, 1, 2, 3, 255}
     for variant in ("weak", "full"):
         assert (run / "segmentation" / variant / "model.pt").is_file()

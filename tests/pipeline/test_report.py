@@ -15,6 +15,7 @@ from puzzlecam.cli import main
 from puzzlecam.data.demo import DEMO_CLASSES
 from puzzlecam.data.samples import Sample
 from puzzlecam.errors import RunDirError
+from puzzlecam.pipeline.branches import metric_key
 from puzzlecam.pipeline.report import METHOD_LABELS, pick_samples, write_report
 from puzzlecam.pipeline.run_dir import RunDir
 from tests.pipeline.test_end_to_end import TINY_OVERRIDES
@@ -23,6 +24,8 @@ SAMPLE_HEADERS_VAL = (
     "Image",
     "Ground truth",
     "Plain CAM",
+    "Random walk (plain CAM)",
+    "Pseudo label (plain CAM)",
     "Puzzle-CAM",
     "Random walk",
     "Pseudo label",
@@ -32,6 +35,10 @@ SAMPLE_HEADERS_VAL = (
 SAMPLE_HEADERS_TRAIN = (
     "Image",
     "Ground truth",
+    "Plain CAM",
+    "Affinity label (plain CAM)",
+    "Random walk (plain CAM)",
+    "Pseudo label (plain CAM)",
     "Puzzle-CAM",
     "Affinity label",
     "Random walk",
@@ -48,8 +55,9 @@ class _Page(HTMLParser):
         self.links: list[str] = []
         self.headers: dict[str, list[str]] = {}  # sample table split -> column titles
         self.rows: dict[tuple[str, str | None], list[str]] = {}  # (method, split) -> cells
+        self.branches: dict[str, list[str]] = {}  # Table 2: branch -> cells
         self._table: str | None = None
-        self._row: tuple[str, str | None] | None = None
+        self._row: list[str] | None = None  # the cells of the row being read
         self._cell: list[str] | None = None
         self._in_th = False
         self.feed(text)
@@ -64,8 +72,9 @@ class _Page(HTMLParser):
             self._table = values.get("data-split")
             self.headers[self._table or ""] = []
         elif tag == "tr" and "data-method" in values:
-            self._row = (values["data-method"] or "", values.get("data-split"))
-            self.rows[self._row] = []
+            self._row = self.rows[(values["data-method"] or "", values.get("data-split"))] = []
+        elif tag == "tr" and "data-branch" in values:
+            self._row = self.branches[values["data-branch"] or ""] = []
         elif tag == "td" and self._row is not None:
             self._cell = []
         elif tag == "th" and self._table is not None:
@@ -74,7 +83,7 @@ class _Page(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "td" and self._row is not None and self._cell is not None:
-            self.rows[self._row].append("".join(self._cell).strip())
+            self._row.append("".join(self._cell).strip())
             self._cell = None
         elif tag == "th" and self._in_th and self._cell is not None:
             text = "".join(self._cell).strip()
@@ -158,6 +167,17 @@ def test_report_of_a_full_run(full_run: Path) -> None:
     weak, full = metrics["deeplab_weak"]["val"]["miou"], metrics["deeplab_full"]["val"]["miou"]
     assert f"{100 * weak / full:.1f} %" in text
 
+    # the paper's Table 2: CAM, random walk, pseudo labels on train and val, per branch
+    for branch in ("plain_cam", "puzzle_cam"):
+        expected = [
+            f"{metrics[metric_key(branch, output)][split]['miou']:.1f}"
+            for output in ("cams", "rw", "pseudo_labels")
+            for split in ("train", "val")
+        ]
+        assert page.branches[branch][1:] == expected, branch
+    assert page.branches["plain_cam"][0] == "Plain CAM" and "difference" in page.branches
+    assert 'href="#table2"' in text and "64.16" in text  # the paper's figures beside ours
+
     # time per stage from the manifest, with its total
     manifest = json.loads((full_run / "manifest.json").read_text())
     assert f'<td class="num">{len(manifest)}</td>' in text and "Total" in text
@@ -176,7 +196,8 @@ def test_report_of_a_full_run(full_run: Path) -> None:
         "per_class_iou.png",
         "loss_classifier_puzzle_cam.png",
         "loss_classifier_plain_cam.png",
-        "loss_affinitynet.png",
+        "loss_affinitynet_puzzle_cam.png",
+        "loss_affinitynet_plain_cam.png",
         "loss_segmentation_weak.png",
         "loss_segmentation_full.png",
     ):
@@ -200,7 +221,8 @@ def test_report_of_a_run_stopped_after_the_cams(cams_run: Path) -> None:
         assert page.rows[(method, None)][-1] == "not in this run"
     assert "Not in this report" in text and "until: cams" in text
     assert page.headers["val"] == ["Image", "Ground truth", "Plain CAM", "Puzzle-CAM"]
-    assert page.headers["train"] == ["Image", "Ground truth", "Puzzle-CAM"]
+    assert page.headers["train"] == ["Image", "Ground truth", "Plain CAM", "Puzzle-CAM"]
+    assert [len(page.branches[b]) for b in ("plain_cam", "puzzle_cam")] == [3, 3]  # CAMs only
     assert "thresholds.png" in page.images and "per_class_iou.png" in page.images
     losses = sorted(s for s in page.images if s.startswith("loss_"))
     assert losses == ["loss_classifier_plain_cam.png", "loss_classifier_puzzle_cam.png"]
@@ -220,6 +242,8 @@ def test_report_says_what_is_missing_and_never_crashes(full_run: Path, tmp_path:
     text = (run / "report" / "index.html").read_text(encoding="utf-8")
     assert "Not in this report" in text and "not done yet" in text
     assert "Random walk" not in page.headers["val"] and "Pseudo label" in page.headers["val"]
+    assert "Random walk (plain CAM)" not in page.headers["train"]
+    assert 'id="table2"' not in text and 'href="#table2"' not in text  # no metrics.json
     assert ">missing</td>" in text  # the CAM cell of the image whose file is gone
     assert "thresholds.png" not in page.images and "No threshold sweep" in text
 

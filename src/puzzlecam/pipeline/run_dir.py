@@ -5,21 +5,25 @@ runs/NAME/
   manifest.json         stage -> {fingerprint, seconds, finished}
   metrics.json          method -> split -> scores (mIoU in percent)
   classifier/{method}/  model.pt, checkpoint.pt, metrics.jsonl
-  cams/{method}/{split}/{id}.npz, overlays/
-  affinity_labels/{split}/{id}.png
-  affinitynet/          model.pt, checkpoint.pt, metrics.jsonl
-  rw/{split}/{id}.npz
-  pseudo_labels/{split}/{id}.png
-  segmentation/{variant}/   model.pt ...
+  cams/{method}/{split}/{id}.npz, {split}_overlays/
+  affinity_labels/{method}/train/{id}.png
+  affinitynet/{method}/ model.pt, checkpoint.pt, metrics.jsonl
+  rw/{method}/{split}/{id}.npz
+  pseudo_labels/{method}/{split}/{id}.png
+  segmentation/{variant}/   model.pt ... (trained on pseudo_labels/puzzle_cam/train)
   predictions/{variant}/{split}/{id}.png
-  eval/{name}.json      full evaluation results
+  eval/{name}.json      full evaluation results (names: puzzlecam.pipeline.branches)
   report/index.html
+
+{method} is a CAM branch, puzzle_cam or plain_cam (puzzlecam.pipeline.branches); the
+plain_cam branch exists when train_cls.baseline_plain_cam is set.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +104,16 @@ class RunDir:
         }
         write_json(self.manifest_path, manifest)
 
+    def forget_stages(self, keep: Iterable[str]) -> list[str]:
+        """Drop the manifest entries of stages not in ``keep`` (stages an earlier version
+        named or laid out differently; their files stay where they are) and return them."""
+        manifest = self.manifest()
+        wanted = set(keep)
+        stale = [name for name in manifest if name not in wanted]
+        if stale:
+            write_json(self.manifest_path, {k: v for k, v in manifest.items() if k in wanted})
+        return stale
+
     # --- metrics.json ---------------------------------------------------------------------
     @property
     def metrics_path(self) -> Path:
@@ -120,18 +134,18 @@ class RunDir:
     def cams_dir(self, method: str, split: str) -> Path:
         return self.root / "cams" / method / split
 
-    def affinity_labels_dir(self, split: str) -> Path:
-        return self.root / "affinity_labels" / split
+    def affinity_labels_dir(self, method: str, split: str) -> Path:
+        return self.root / "affinity_labels" / method / split
 
-    @property
-    def affinity_dir(self) -> Path:
-        return self.root / "affinitynet"
+    def affinity_dir(self, method: str) -> Path:
+        """The AffinityNet trained on ``method``'s affinity labels."""
+        return self.root / "affinitynet" / method
 
-    def rw_dir(self, split: str) -> Path:
-        return self.root / "rw" / split
+    def rw_dir(self, method: str, split: str) -> Path:
+        return self.root / "rw" / method / split
 
-    def pseudo_labels_dir(self, split: str) -> Path:
-        return self.root / "pseudo_labels" / split
+    def pseudo_labels_dir(self, method: str, split: str) -> Path:
+        return self.root / "pseudo_labels" / method / split
 
     def segmentation_dir(self, variant: str) -> Path:
         return self.root / "segmentation" / variant

@@ -12,6 +12,14 @@ from typing import Any
 from puzzlecam.config import config_hash
 from puzzlecam.errors import RunDirError
 from puzzlecam.pipeline import stages as S
+from puzzlecam.pipeline.branches import (
+    BRANCH_SCORES,
+    METHOD_NAMES,
+    METHODS,
+    SEGMENTATION_METHOD,
+    TABLE2_COLUMNS,
+    branch_table,
+)
 from puzzlecam.pipeline.config import RunConfig
 from puzzlecam.pipeline.context import RunContext
 from puzzlecam.training.distributed import barrier
@@ -38,12 +46,12 @@ def plan_stages(config: RunConfig) -> list[Stage]:
         plan.append(Stage(name, command, action, settings, inputs))
 
     add("data", "data", S.stage_data, config.data)
-    methods = ["puzzle_cam"] + (["plain_cam"] if config.train_cls.baseline_plain_cam else [])
+    methods = [m for m in METHODS if m == "puzzle_cam" or config.train_cls.baseline_plain_cam]
     for method in methods:
         add(f"train_cls/{method}", "train-cls", partial(S.stage_train_cls, method=method),
             {"train_cls": config.train_cls, "method": method}, ("data",))  # fmt: skip
     for method in methods:
-        for role in ("train", "val") if method == "puzzle_cam" else ("val",):
+        for role in ("train", "val"):
             cams = f"cams/{method}/{role}"
             add(cams, "cams", partial(S.stage_cams, method=method, role=role),
                 {"cams": config.cams, "role": role}, (f"train_cls/{method}",))  # fmt: skip
@@ -57,30 +65,34 @@ def plan_stages(config: RunConfig) -> list[Stage]:
     if config.until == "cams":
         return plan
 
-    add("affinity_labels", "affinity-labels", S.stage_affinity_labels, config.affinity_labels,
-        ("cams/puzzle_cam/train",))  # fmt: skip
-    add("train_aff", "train-aff", S.stage_train_aff, config.train_aff, ("affinity_labels",))
-    for role in ("train", "val"):
-        add(f"rw/{role}", "rw", partial(S.stage_rw, role=role), {"rw": config.rw, "role": role},
-            ("train_aff", f"cams/puzzle_cam/{role}"))  # fmt: skip
-        add(
-            f"eval/rw/{role}",
-            "eval",
-            partial(S.stage_eval_rw, role=role),
-            config.eval,
-            (f"rw/{role}",),
-        )
-        add(f"pseudo_labels/{role}", "pseudo-labels", partial(S.stage_pseudo_labels, role=role),
-            {"pseudo_labels": config.pseudo_labels, "role": role}, (f"rw/{role}",))  # fmt: skip
-        add(f"eval/pseudo_labels/{role}", "eval", partial(S.stage_eval_pseudo_labels, role=role),
-            config.eval, (f"pseudo_labels/{role}",))  # fmt: skip
+    # the random-walk refinement of each branch, same settings (the paper's Table 2)
+    for method in methods:
+        labels, aff = f"affinity_labels/{method}", f"train_aff/{method}"
+        add(labels, "affinity-labels", partial(S.stage_affinity_labels, method=method),
+            {"affinity_labels": config.affinity_labels, "method": method},
+            (f"cams/{method}/train",))  # fmt: skip
+        add(aff, "train-aff", partial(S.stage_train_aff, method=method),
+            {"train_aff": config.train_aff, "method": method}, (labels,))  # fmt: skip
+        for role in ("train", "val"):
+            rw, pseudo = f"rw/{method}/{role}", f"pseudo_labels/{method}/{role}"
+            add(rw, "rw", partial(S.stage_rw, method=method, role=role),
+                {"rw": config.rw, "method": method, "role": role},
+                (aff, f"cams/{method}/{role}"))  # fmt: skip
+            add(f"eval/{rw}", "eval", partial(S.stage_eval_rw, method=method, role=role),
+                config.eval, (rw,))  # fmt: skip
+            add(pseudo, "pseudo-labels", partial(S.stage_pseudo_labels, method=method, role=role),
+                {"pseudo_labels": config.pseudo_labels, "method": method, "role": role},
+                (rw,))  # fmt: skip
+            add(f"eval/{pseudo}", "eval",
+                partial(S.stage_eval_pseudo_labels, method=method, role=role),
+                config.eval, (pseudo,))  # fmt: skip
     if config.until == "pseudo-labels":
         return plan
 
     for variant in ["weak"] + (["full"] if config.train_seg.fully_supervised else []):
         add(f"train_seg/{variant}", "train-seg", partial(S.stage_train_seg, variant=variant),
             {"train_seg": config.train_seg, "variant": variant},
-            ("pseudo_labels/train",) if variant == "weak" else ("data",))  # fmt: skip
+            (f"pseudo_labels/{SEGMENTATION_METHOD}/train",) if variant == "weak" else ("data",))  # fmt: skip
         add(f"eval/predict/{variant}", "eval", partial(S.stage_predict_eval, variant=variant),
             {"predict": config.predict, "eval": config.eval}, (f"train_seg/{variant}",))  # fmt: skip
     return plan
@@ -106,6 +118,10 @@ def run_pipeline(ctx: RunContext, commands: Iterable[str] | None = None) -> None
     prints = stage_fingerprints(plan)
     if ctx.dist.is_main and ctx.run.root.is_dir():
         ctx.run.remove_stale_temp_files()
+        for name in ctx.run.forget_stages(prints):
+            ctx.log(
+                f"[forget] {name}: not a stage of this version (its files are left as they are)"
+            )
     barrier(ctx.dist)
     # the data stage is cheap and every stage needs it: single commands run it too
     wanted = None if commands is None else set(commands) | {"data"}
@@ -132,10 +148,38 @@ def run_pipeline(ctx: RunContext, commands: Iterable[str] | None = None) -> None
         barrier(ctx.dist)  # every rank sees the manifest entry before the next stage
 
 
+def _table2_lines(metrics: dict[str, Any]) -> list[str]:
+    """The paper's Table 2 (CAM -> random walk -> pseudo labels, per branch), when the
+    run has more than one branch."""
+    table = branch_table(metrics)
+    if len(table) < 2:
+        return []
+    columns = [
+        (output, title)
+        for output, title in TABLE2_COLUMNS
+        if any(output == o for cells in table.values() for o, _ in cells)
+    ]
+    lines = ["", f"{'Table 2 (mIoU train / val)':<28}" + "".join(f"{t:>16}" for _, t in columns)]
+    for method, cells in table.items():
+        shown = [
+            " / ".join(
+                f"{cells[(output, split)]:.1f}" if (output, split) in cells else "-"
+                for split in ("train", "val")
+            )
+            for output, _ in columns
+        ]
+        lines.append(f"{METHOD_NAMES[method]:<28}" + "".join(f"{v:>16}" for v in shown))
+    return lines
+
+
 def format_summary(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
-    """One table: mIoU per method and split, then seconds per stage group."""
-    lines = [f"{'method':<24}{'split':<8}{'mIoU':>8}{'threshold':>11}"]
-    for method, splits in metrics.items():
+    """One table: mIoU per method and split; the paper's Table 2 when the run has the
+    plain-CAM branch too; then seconds per stage group."""
+    lines = [f"{'method':<32}{'split':<8}{'mIoU':>8}{'threshold':>11}"]
+    order = [s.key for s in BRANCH_SCORES]
+    keys = sorted(metrics, key=lambda k: order.index(k) if k in order else len(order))
+    for method in keys:
+        splits = metrics[method]
         if not isinstance(splits, dict):
             continue
         for split, values in splits.items():
@@ -143,11 +187,12 @@ def format_summary(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
                 continue
             threshold = values.get("threshold")
             shown = f"{threshold:.2f}" if isinstance(threshold, (int, float)) else "-"
-            lines.append(f"{method:<24}{split:<8}{values['miou']:>8.1f}{shown:>11}")
+            lines.append(f"{method:<32}{split:<8}{values['miou']:>8.1f}{shown:>11}")
+    lines += _table2_lines(metrics)
     groups: dict[str, float] = {}
     for name, entry in manifest.items():
         parts = name.split("/")
-        group = "/".join(parts[:2]) if parts[0] in ("train_cls", "train_seg", "cams") else parts[0]
+        group = "/".join(parts[:2]) if parts[0] in _PER_METHOD_GROUPS else parts[0]
         groups[group] = groups.get(group, 0.0) + float(entry.get("seconds", 0.0))
     lines.append("")
     lines.append(f"{'stage':<32}{'seconds':>10}")
@@ -155,3 +200,15 @@ def format_summary(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
         lines.append(f"{group:<32}{seconds:>10.1f}")
     lines.append(f"{'total':<32}{sum(groups.values()):>10.1f}")
     return "\n".join(lines)
+
+
+# stage names "{group}/{method or variant}/...": their times are summed per method
+_PER_METHOD_GROUPS = (
+    "train_cls",
+    "cams",
+    "affinity_labels",
+    "train_aff",
+    "rw",
+    "pseudo_labels",
+    "train_seg",
+)

@@ -33,6 +33,7 @@ from puzzlecam.models.affinitynet import AffinityNet
 from puzzlecam.models.backbone import BackboneConfig, backbone_normalization
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.models.segmenter import Segmenter
+from puzzlecam.pipeline.branches import METHODS, SEGMENTATION_METHOD, metric_key
 from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.parallel import default_workers, map_images
 from puzzlecam.pipeline.run_dir import claim_output_dir
@@ -54,9 +55,14 @@ __all__ = [
     "stage_cams",
     "evaluate_scores",
     "load_classifier",
+    "stage_affinity_labels",
+    "stage_train_aff",
+    "load_affinitynet",
+    "stage_rw",
+    "stage_eval_rw",
+    "stage_pseudo_labels",
+    "stage_eval_pseudo_labels",
 ]
-
-METHODS = ("puzzle_cam", "plain_cam")
 
 
 def pad_value(backbone: BackboneConfig) -> tuple[int, int, int]:
@@ -197,14 +203,15 @@ def stage_eval_cams(ctx: RunContext, fingerprint: str, method: str, role: str) -
     if not ctx.dist.is_main:
         return
     cams_dir = ctx.run.cams_dir(method, role)
-    evaluate_scores(ctx, cams_dir, role, method, f"cams_{method}_{role}")
+    key = metric_key(method, "cams")
+    evaluate_scores(ctx, cams_dir, role, key, f"cams_{key}_{role}")
     quality = classification_quality(ctx, cams_dir, role)
-    metrics = ctx.run.metrics().get(method, {}).get(role, {})
-    ctx.run.add_metrics(method, role, {**metrics, **quality})
+    metrics = ctx.run.metrics().get(key, {}).get(role, {})
+    ctx.run.add_metrics(key, role, {**metrics, **quality})
     ctx.log(f"{method} {role} classification: mAP {quality['map']:.1f}, F1 {quality['f1']:.1f}")
 
 
-# --- random-walk refinement (stages 4-6) ------------------------------------------------
+# --- random-walk refinement (stages 4-6), the same for each CAM branch (``method``) ------
 
 
 def _crf_iterations(ctx: RunContext, wanted: bool, iterations: int, stage: str) -> int:
@@ -236,9 +243,10 @@ def _affinity_label_job(
     )
 
 
-def stage_affinity_labels(ctx: RunContext, fingerprint: str) -> None:
+def stage_affinity_labels(ctx: RunContext, fingerprint: str, method: str) -> None:
+    """Confident fg / bg / ignore labels of the train images from ``method``'s CAMs."""
     config = ctx.config.affinity_labels
-    out_dir = ctx.run.affinity_labels_dir("train")
+    out_dir = ctx.run.affinity_labels_dir(method, "train")
     if ctx.dist.is_main:
         claim_output_dir(out_dir, fingerprint)
     barrier(ctx.dist)
@@ -250,17 +258,18 @@ def stage_affinity_labels(ctx: RunContext, fingerprint: str) -> None:
     ]
     job = partial(
         _affinity_label_job,
-        cams_dir=ctx.run.cams_dir("puzzle_cam", "train"),
+        cams_dir=ctx.run.cams_dir(method, "train"),
         out_dir=out_dir,
         fg=config.fg_threshold,
         bg=config.bg_threshold,
         crf=crf,
     )
     map_images(job, todo, default_workers(), "affinity labels", ctx.progress)
-    ctx.log(f"affinity labels: {len(todo)} written to {out_dir}")
+    ctx.log(f"affinity labels {method}: {len(todo)} written to {out_dir}")
 
 
-def stage_train_aff(ctx: RunContext, fingerprint: str) -> None:
+def stage_train_aff(ctx: RunContext, fingerprint: str, method: str) -> None:
+    """AffinityNet on ``method``'s affinity labels (same seed and settings for every branch)."""
     config = ctx.config.train_aff
     train = ctx.split("train")
     torch.manual_seed(config.loop.seed)
@@ -270,7 +279,7 @@ def stage_train_aff(ctx: RunContext, fingerprint: str) -> None:
         config.augment,
         pad_value(config.backbone),
         config.loop.seed,
-        label_dir=ctx.run.affinity_labels_dir("train"),
+        label_dir=ctx.run.affinity_labels_dir(method, "train"),
         label_stride=4,
     )
     # the head is all there is to train: one learning rate for it, as the reference
@@ -281,31 +290,35 @@ def stage_train_aff(ctx: RunContext, fingerprint: str) -> None:
         groups,
         config.optim,
         config.loop,
-        ctx.run.affinity_dir,
+        ctx.run.affinity_dir(method),
         fingerprint,
         ctx.dist,
-        description="train-aff",
-        meta={"radius": config.radius},
+        description=f"train-aff {method}",
+        meta={"radius": config.radius, "method": method},
         progress=ctx.progress,
     )
 
 
-def load_affinitynet(ctx: RunContext, device: torch.device | str = "cpu") -> AffinityNet:
+def load_affinitynet(
+    ctx: RunContext, method: str, device: torch.device | str = "cpu"
+) -> AffinityNet:
+    """The AffinityNet trained on ``method``'s affinity labels."""
     backbone = dataclasses.replace(ctx.config.train_aff.backbone, pretrained="none")
     model = AffinityNet(backbone)
-    model.load_state_dict(load_weights(ctx.run.affinity_dir / "model.pt")["state_dict"])
+    model.load_state_dict(load_weights(ctx.run.affinity_dir(method) / "model.pt")["state_dict"])
     return model.to(device).eval()
 
 
-def stage_rw(ctx: RunContext, fingerprint: str, role: str) -> None:
+def stage_rw(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
+    """``method``'s CAMs of a split refined by the random walk over its own AffinityNet."""
     config = ctx.config.rw
-    out_dir = ctx.run.rw_dir(role)
+    out_dir = ctx.run.rw_dir(method, role)
     if ctx.dist.is_main:
         claim_output_dir(out_dir, fingerprint)
     barrier(ctx.dist)
-    cams_dir = ctx.run.cams_dir("puzzle_cam", role)
+    cams_dir = ctx.run.cams_dir(method, role)
     device = ctx.dist.device
-    model = load_affinitynet(ctx, device)
+    model = load_affinitynet(ctx, method, device)
     todo = [
         s
         for s in shard(list(ctx.split(role).samples), ctx.dist)
@@ -314,7 +327,7 @@ def stage_rw(ctx: RunContext, fingerprint: str, role: str) -> None:
     loader = DataLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
     bar = tqdm(
         total=len(todo),
-        desc=f"rw {role}",
+        desc=f"rw {method}/{role}",
         disable=not ctx.progress,
         dynamic_ncols=True,
         leave=False,
@@ -338,7 +351,7 @@ def stage_rw(ctx: RunContext, fingerprint: str, role: str) -> None:
         )
         bar.update(1)
     bar.close()
-    ctx.log(f"rw {role}: {len(todo)} written to {out_dir}")
+    ctx.log(f"rw {method}/{role}: {len(todo)} written to {out_dir}")
 
 
 def _pseudo_label_job(
@@ -350,9 +363,10 @@ def _pseudo_label_job(
     save_label_png(id_path(out_dir, sample.image_id, ".png"), labels)
 
 
-def stage_pseudo_labels(ctx: RunContext, fingerprint: str, role: str) -> None:
+def stage_pseudo_labels(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
+    """Pseudo labels of a split from ``method``'s random-walk scores (dense CRF when on)."""
     config = ctx.config.pseudo_labels
-    out_dir = ctx.run.pseudo_labels_dir(role)
+    out_dir = ctx.run.pseudo_labels_dir(method, role)
     if ctx.dist.is_main:
         claim_output_dir(out_dir, fingerprint)
     barrier(ctx.dist)
@@ -364,35 +378,31 @@ def stage_pseudo_labels(ctx: RunContext, fingerprint: str, role: str) -> None:
     ]
     job = partial(
         _pseudo_label_job,
-        rw_dir=ctx.run.rw_dir(role),
+        rw_dir=ctx.run.rw_dir(method, role),
         out_dir=out_dir,
         threshold=config.threshold,
         crf=crf,
     )
-    map_images(job, todo, default_workers(), f"pseudo labels {role}", ctx.progress)
-    ctx.log(f"pseudo labels {role}: {len(todo)} written to {out_dir}")
+    map_images(job, todo, default_workers(), f"pseudo labels {method}/{role}", ctx.progress)
+    ctx.log(f"pseudo labels {method}/{role}: {len(todo)} written to {out_dir}")
 
 
-def stage_eval_rw(ctx: RunContext, fingerprint: str, role: str) -> None:
+def stage_eval_rw(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
     if ctx.dist.is_main:
-        evaluate_scores(ctx, ctx.run.rw_dir(role), role, "rw", f"rw_{role}")
+        key = metric_key(method, "rw")
+        evaluate_scores(ctx, ctx.run.rw_dir(method, role), role, key, f"{key}_{role}")
 
 
-def stage_eval_pseudo_labels(ctx: RunContext, fingerprint: str, role: str) -> None:
+def stage_eval_pseudo_labels(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
+    """The pseudo labels as written, and (without CRF) the random-walk scores at the
+    pseudo-label threshold."""
     if not ctx.dist.is_main:
         return
     threshold = ctx.config.pseudo_labels.threshold
-    evaluate_scores(
-        ctx,
-        ctx.run.rw_dir(role),
-        role,
-        "pseudo_labels_nocrf",
-        f"pseudo_labels_nocrf_{role}",
-        (threshold,),
-    )
-    evaluate_scores(
-        ctx, ctx.run.pseudo_labels_dir(role), role, "pseudo_labels", f"pseudo_labels_{role}"
-    )
+    nocrf = metric_key(method, "pseudo_labels_nocrf")
+    evaluate_scores(ctx, ctx.run.rw_dir(method, role), role, nocrf, f"{nocrf}_{role}", (threshold,))
+    key = metric_key(method, "pseudo_labels")
+    evaluate_scores(ctx, ctx.run.pseudo_labels_dir(method, role), role, key, f"{key}_{role}")
 
 
 # --- segmentation (stages 7-8) ----------------------------------------------------------
@@ -414,7 +424,9 @@ def segmenter_meta(ctx: RunContext) -> dict:
 def stage_train_seg(ctx: RunContext, fingerprint: str, variant: str) -> None:
     config = ctx.config.train_seg
     train = ctx.split("train")
-    label_dir = ctx.run.pseudo_labels_dir("train") if variant == "weak" else None
+    label_dir = (
+        ctx.run.pseudo_labels_dir(SEGMENTATION_METHOD, "train") if variant == "weak" else None
+    )
     if variant == "full":
         train = train.with_masks()
         if not train.samples:

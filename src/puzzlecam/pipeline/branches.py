@@ -1,0 +1,123 @@
+"""The CAM branches of a run and the names their scores go by in metrics.json.
+
+Each classifier a run trains is a *branch*: ``puzzle_cam`` always, ``plain_cam`` (the
+same classifier with the puzzle terms off) when ``train_cls.baseline_plain_cam`` is set.
+Both branches go through the same refinement (affinity labels, AffinityNet, random
+walk, pseudo labels) with the same settings, which is the paper's Table 2; the
+segmentation model learns from the Puzzle-CAM branch's pseudo labels only.
+
+Every score of a branch has one key in metrics.json, defined here and nowhere else
+(the pipeline writes them, the summary and the report read them). The Puzzle-CAM
+branch keeps the keys it always had (``rw``, ``pseudo_labels`` ...); the plain
+branch's carry its name (``plain_cam_rw`` ...). Evaluation files are named
+``eval/{key}_{split}.json`` (the CAMs' ``eval/cams_{key}_{split}.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "METHODS",
+    "SEGMENTATION_METHOD",
+    "OUTPUTS",
+    "METHOD_NAMES",
+    "TABLE2_COLUMNS",
+    "BranchScore",
+    "BRANCH_SCORES",
+    "metric_key",
+    "branch_of",
+    "branch_table",
+]
+
+Output = Literal["cams", "rw", "pseudo_labels_nocrf", "pseudo_labels"]
+
+METHODS = ("puzzle_cam", "plain_cam")
+"""The branches, the main one first."""
+
+SEGMENTATION_METHOD = "puzzle_cam"
+"""The branch whose pseudo labels train the segmentation model."""
+
+OUTPUTS: tuple[Output, ...] = ("cams", "rw", "pseudo_labels_nocrf", "pseudo_labels")
+"""What each branch is scored on, in pipeline order: its CAMs, the random-walk scores
+(best background threshold), the pseudo labels before and after the dense CRF."""
+
+METHOD_NAMES = {"puzzle_cam": "Puzzle-CAM", "plain_cam": "plain CAM"}
+
+TABLE2_COLUMNS: tuple[tuple[Output, str], ...] = (
+    ("cams", "CAM"),
+    ("rw", "random walk"),
+    ("pseudo_labels", "pseudo labels"),
+)
+"""The columns of the paper's Table 2 (each on train and val): output, title."""
+
+
+@dataclass(frozen=True)
+class BranchScore:
+    key: str  # in metrics.json
+    method: str  # the branch
+    output: Output
+    label: str  # for people
+
+
+BRANCH_SCORES: tuple[BranchScore, ...] = (
+    BranchScore("plain_cam", "plain_cam", "cams", "Plain CAM (baseline)"),
+    BranchScore("puzzle_cam", "puzzle_cam", "cams", "Puzzle-CAM"),
+    BranchScore("plain_cam_rw", "plain_cam", "rw", "Plain CAM → random walk"),
+    BranchScore(
+        "plain_cam_pseudo_labels_nocrf",
+        "plain_cam",
+        "pseudo_labels_nocrf",
+        "Plain CAM → pseudo labels, no CRF",
+    ),
+    BranchScore(
+        "plain_cam_pseudo_labels", "plain_cam", "pseudo_labels", "Plain CAM → pseudo labels"
+    ),
+    BranchScore("rw", "puzzle_cam", "rw", "Puzzle-CAM → random walk"),
+    BranchScore(
+        "pseudo_labels_nocrf",
+        "puzzle_cam",
+        "pseudo_labels_nocrf",
+        "Puzzle-CAM → pseudo labels, no CRF",
+    ),
+    BranchScore("pseudo_labels", "puzzle_cam", "pseudo_labels", "Puzzle-CAM → pseudo labels"),
+)
+"""Every score of every branch, in the order tables show them (the baseline first, as the
+paper's Table 2)."""
+
+_KEYS = {(s.method, s.output): s.key for s in BRANCH_SCORES}
+_BY_KEY = {s.key: s for s in BRANCH_SCORES}
+
+
+def metric_key(method: str, output: Output) -> str:
+    """The metrics.json key of ``method``'s ``output``: ``("plain_cam", "rw")`` ->
+    ``"plain_cam_rw"``."""
+    try:
+        return _KEYS[(method, output)]
+    except KeyError:
+        raise KeyError(
+            f"no score '{output}' of branch '{method}'; branches {list(METHODS)}, "
+            f"outputs {list(OUTPUTS)}"
+        ) from None
+
+
+def branch_of(key: str) -> BranchScore | None:
+    """The branch score a metrics.json key names (None for other keys, e.g. deeplab_weak)."""
+    return _BY_KEY.get(key)
+
+
+def branch_table(metrics: Mapping[str, Any]) -> dict[str, dict[tuple[Output, str], float]]:
+    """The paper's Table 2 from metrics.json: method -> (output, split) -> mIoU, only
+    the methods and cells the run has, plain CAM first (the paper's row order)."""
+    table: dict[str, dict[tuple[Output, str], float]] = {}
+    for score in BRANCH_SCORES:
+        splits = metrics.get(score.key)
+        if not isinstance(splits, Mapping):
+            continue
+        for split, values in splits.items():
+            miou = values.get("miou") if isinstance(values, Mapping) else None
+            if isinstance(miou, (int, float)):
+                table.setdefault(score.method, {})[(score.output, split)] = float(miou)
+    return table
