@@ -378,3 +378,111 @@ def test_subset_from_the_full_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     bags = DemoDataConfig(**{**small, "num_train": 600, "classes": ["bag"]})
     with pytest.raises(DataError, match="590 items of the 1 chosen classes"):
         build_demo_dataset(tmp_path / "c", bags, source=fm.bundled_fashion_mnist_dir())
+
+
+# --- untagged distractors ------------------------------------------------------------------------
+
+CLUTTER = DemoDataConfig(**{**TINY.to_dict(), "distractors": [1, 2]})
+
+
+@pytest.fixture(scope="module")
+def clutter_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo") / "clutter"
+    build_demo_dataset(root, CLUTTER)
+    return root
+
+
+def test_default_build_is_pinned(built: Path) -> None:
+    # the content (pixels, labels, XML) of builds made before distractors existed
+    assert TINY.distractors == (0, 0)
+    meta = json.loads((built / "demo.json").read_text())
+    assert meta["fingerprint"] == "f9e65aa8521e36fa73593b84a2d0db2741128749607f99acd1fc2bbe3c8572c7"
+    assert meta["config"]["distractors"] == [0, 0]
+    assert set(json.loads((built / "demo_items.json").read_text())) == {"train", "val"}
+
+
+def test_distractors_leave_labels_and_annotations_alone(built: Path, clutter_built: Path) -> None:
+    plain, clutter = all_files(built), all_files(clutter_built)
+    for name in plain:
+        if name.startswith(("SegmentationClass/", "Annotations/", "ImageSets/", "classes.txt")):
+            assert clutter[name] == plain[name], name
+    changed = [n for n in plain if n.startswith("JPEGImages/") and clutter[n] != plain[n]]
+    assert len(changed) >= 5  # the distractors are in the images
+    records = json.loads(clutter["demo_items.json"])
+    assert {k: records[k] for k in ("train", "val")} == json.loads(plain["demo_items.json"])
+    meta = json.loads(clutter["demo.json"])
+    assert meta["config"]["distractors"] == [1, 2]
+    assert meta["fingerprint"] != json.loads(plain["demo.json"])["fingerprint"]
+    placed = 0
+    for split in ("train", "val"):
+        assert list(records["distractors"][split]) == demo_image_ids(
+            split, CLUTTER.num_images(split)
+        )
+        for found in records["distractors"][split].values():
+            assert len(found) <= 2
+            placed += len(found)
+            for distractor in found:
+                assert set(distractor) == {"item", "bbox", "visible"}
+                assert 0 <= distractor["item"] < meta["summary"]["pool_size"][split]
+                assert 1 <= distractor["bbox"][0] <= distractor["bbox"][2] <= 64
+                assert 1 <= distractor["bbox"][1] <= distractor["bbox"][3] <= 64
+                assert CLUTTER.min_visible <= distractor["visible"] <= 1.0
+    assert placed >= 10
+    with pytest.raises(DataError, match=r"distractors \[1, 2\] -> \[0, 0\]"):
+        build_demo_dataset(clutter_built, TINY)
+
+
+def test_distractors_change_only_what_the_items_leave_uncovered() -> None:
+    # rendered images before JPEG: the items are the same pixels, the distractors are background
+    pools, _ = demo._load_pools(TINY, None, demo._pool_sizes(TINY))
+    pairs = zip(demo._render_all(TINY, pools), demo._render_all(CLUTTER, pools), strict=True)
+    differing = 0
+    for (_, plain_id, plain), (_, image_id, clutter) in pairs:
+        assert plain_id == image_id and plain.distractors == []
+        np.testing.assert_array_equal(clutter.labels, plain.labels)
+        np.testing.assert_array_equal(clutter.uncovered, plain.uncovered)
+        assert clutter.objects == plain.objects
+        diff = (clutter.image != plain.image).any(axis=-1)  # (H, W)
+        differing += int(diff.any())
+        assert (clutter.uncovered[diff] > 0).all()  # nothing shows through an item's solid part
+        # an item's pixels in the mask are at least half item (alpha >= 0.5): where more than
+        # half shows through, the pixel is background (or the band around an item)
+        assert set(clutter.labels[diff & (clutter.uncovered > 0.5)].tolist()) <= {0, IGNORE_INDEX}
+        for distractor in clutter.distractors:
+            xmin, ymin, xmax, ymax = distractor["bbox"]
+            assert diff[ymin - 1 : ymax, xmin - 1 : xmax].any()
+    assert differing >= 5
+
+
+def test_distractor_builds_are_deterministic(clutter_built: Path, tmp_path: Path) -> None:
+    state = np.random.get_state()[1].copy()
+    build_demo_dataset(tmp_path / "again", CLUTTER)
+    assert all_files(tmp_path / "again") == all_files(clutter_built)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+
+
+def test_distractor_has_an_items_shades_and_area() -> None:
+    data = fm.load_bundled_fashion_mnist("test", max_items=20)
+    items = demo._prepare_items(data, np.arange(20), 10, tuple(range(10)))
+    for index, item in items.items():
+        made = demo._distractor_item(np.random.default_rng(index), item)
+        again = demo._distractor_item(np.random.default_rng(index), item)
+        np.testing.assert_array_equal(made.mask, again.mask)
+        assert made.label == -1 and made.index == item.index
+        area, source_area = made.mask.sum(), item.mask.sum()
+        assert abs(area - source_area) <= 0.1 * source_area
+        # pasted at the same size as the item, the blob covers about the item's area
+        scale = (made.extent / item.extent) ** 2
+        assert 0.8 <= area / scale / source_area <= 1.25
+        shades = item.intensity[item.mask > 0]
+        assert abs(made.intensity[made.mask > 0].mean() - shades.mean()) < 0.05
+
+
+def test_distractor_config_checks() -> None:
+    for bad in ((2, 1), (-1, 1), (0, 9)):
+        with pytest.raises(ConfigError, match=r"distractors must be \(min, max\)"):
+            DemoDataConfig(distractors=bad)
+    with pytest.raises(ConfigError, match="distractors must be a pair"):
+        DemoDataConfig(distractors=(1,))  # type: ignore[arg-type]
+    loaded = DemoDataConfig.from_dict(json.loads(json.dumps(CLUTTER.to_dict())))
+    assert loaded == CLUTTER and loaded.distractors == (1, 2)

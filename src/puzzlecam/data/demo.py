@@ -9,7 +9,8 @@ benchmark that the project's VOC reader reads like PASCAL VOC 2012::
     root/Annotations/{id}.xml           VOC XML, one <object> per visible item
     root/ImageSets/Segmentation/{train,val}.txt
     root/classes.txt                    the C class names, background excluded
-    root/demo_items.json                which Fashion-MNIST item each object comes from
+    root/demo_items.json                which Fashion-MNIST item each object comes from (and,
+                                        with distractors, each distractor's shades)
     root/demo.json                      config, content fingerprint, summary (written last)
 
 Each image shows 1..3 items (28x28 grey Fashion-MNIST images, cropped to the item, upscaled
@@ -18,6 +19,26 @@ intensity, with mild shading) on a procedural background (value noise, stripes, 
 colours). Items may overlap, but every item keeps at least ``min_visible`` of its area (else
 it is placed again); the mask gives each pixel the label of the top-most item there. Train
 images use items of Fashion-MNIST's train split, val images items of its test split.
+
+Distractors (``distractors=(min, max)`` per image, none by default) are salient things in the
+background that are no class, like the many untagged things in PASCAL VOC's background:
+without them, "differs from the border's colours" finds the items (a no-learning saliency
+baseline scored above a learned CAM). Each is a smooth random blob (an ellipse of random
+aspect and angle, its outline perturbed by value noise) that takes from an item of the same
+split (train items for train images, test items for val) its area at the drawn size and its
+shades: the item's own intensities re-arranged along a smooth noise field (histogram
+matching). It is sized from ``item_size`` and tinted, shaded and placed like an item, so
+colour, contrast and size cannot tell it from one, while no garment outline or fold is left.
+A blob was chosen over an item cut into shuffled blocks: blocks keep straight block edges and
+gaps, a shape cue of their own, while a blob's outline is smooth like an item's.
+Distractors are painted on the background under the items (each keeps ``min_visible`` of its
+area uncovered, else it is placed again, else left out) and are background everywhere: label 0
+in the masks (no ignore band of their own), no XML object, no tag. They come from their own
+generator, so the items, their placement and colours and the background are drawn exactly as
+without them (the item colours are chosen against the image without distractors; a
+distractor's colour keeps clear of both its background and the items' colours): the image
+changes only where items do not cover it wholly, and the masks and annotations not at all.
+demo_items.json lists them under "distractors".
 
 The classes are all ten of Fashion-MNIST (C = 10, in its label order) or the subset
 ``classes`` names, in the order given: several are near-duplicates at 28x28 (shirt, tshirt,
@@ -43,7 +64,7 @@ import math
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -99,6 +120,10 @@ _MAX_PLACEMENT_TRIES = 50
 _WRITER_THREADS = 8  # fsync-bound: overlapping more writes keeps the disk busy
 _ITEM_MARGIN = 2  # zero pixels around an item crop, room for its upscaled soft edge
 _MAX_HOLE_FRACTION = 0.02  # holes up to 2% of the 28x28 frame (16 px) are filled
+_MAX_DISTRACTORS = 8  # per image
+# last seed word of an image's distractor generator, (seed, split stream, image, this): not 0,
+# as a trailing 0 would give the image's own generator (seed, split stream, image)
+_DISTRACTOR_STREAM = 0x44495354  # "DIST"
 
 
 @dataclass(frozen=True)
@@ -112,6 +137,8 @@ class DemoDataConfig:
     ``intensity_threshold`` (of 255) separates an item from the black of its 28x28 frame.
     ``classes``: the Fashion-MNIST class names to use, in label order (label value = position
     + 1); empty means all ten in Fashion-MNIST's order (:data:`DEMO_CLASSES`).
+    ``distractors``: (min, max) untagged item-like blobs per image, painted under the items
+    (see the module docstring); (0, 0), the default, builds what builds did without them.
 
     Images are JPEG like VOC's, so the demo goes through the same decoding as real data;
     quality 95 without chroma subsampling keeps the error small (mean ~2 grey levels, about
@@ -131,10 +158,11 @@ class DemoDataConfig:
     intensity_threshold: int = 10
     jpeg_quality: int = 95
     classes: tuple[str, ...] = ()
+    distractors: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists; the dataclass is frozen, hence object.__setattr__
-        for name in ("image_size", "item_size"):
+        for name in ("image_size", "item_size", "distractors"):
             value = getattr(self, name)
             if not (isinstance(value, Sequence) and len(value) == 2):
                 raise ConfigError(f"demo {name} must be a pair of ints, got {value!r}")
@@ -198,6 +226,12 @@ class DemoDataConfig:
             problems.append(
                 f"classes: {' and '.join(what)}; choose distinct names among "
                 f"{', '.join(FASHION_MNIST_CLASSES)} (or none for all ten)"
+            )
+        low, high = self.distractors
+        if not 0 <= low <= high <= _MAX_DISTRACTORS:
+            problems.append(
+                f"distractors must be (min, max) per image with 0 <= min <= max <= "
+                f"{_MAX_DISTRACTORS}, got {self.distractors}"
             )
         if problems:
             raise ConfigError("invalid demo data config: " + "; ".join(problems))
@@ -343,7 +377,7 @@ class _Item:
     """One Fashion-MNIST item ready to paste: its tight box plus a margin of 2 source pixels."""
 
     index: int  # index in its Fashion-MNIST split
-    label: int  # 0-based class of the demo (position in the config's class_names)
+    label: int  # 0-based class of the demo (position in the config's class_names); -1: distractor
     mask: np.ndarray  # (h, w) float32 in {0, 1}, 0 in the margin
     intensity: np.ndarray  # (h, w) float32 in [0, 1], max 1; continued into the margin
     extent: int  # long side of the tight box, in source pixels
@@ -368,19 +402,29 @@ def _prepare_items(
     intensity = _extend_outwards(np.pad(values, margin), inside, _ITEM_MARGIN)
     items = {}
     for k, index in enumerate(indices.tolist()):
-        rows, cols = np.nonzero(masks[k])  # the tight box, then the margin around it
-        box = (
-            slice(rows.min(), rows.max() + 1 + 2 * _ITEM_MARGIN),
-            slice(cols.min(), cols.max() + 1 + 2 * _ITEM_MARGIN),
-        )
-        items[index] = _Item(
-            index=index,
-            label=demo_label[int(data.labels[index])],
-            mask=inside[k][box],
-            intensity=intensity[k][box],
-            extent=int(max(rows.max() - rows.min(), cols.max() - cols.min()) + 1),
+        items[index] = _cropped_item(
+            index, demo_label[int(data.labels[index])], masks[k], inside[k], intensity[k]
         )
     return items
+
+
+def _cropped_item(
+    index: int, label: int, mask: np.ndarray, inside: np.ndarray, intensity: np.ndarray
+) -> _Item:
+    """The item cut to its tight box plus the margin: ``mask`` (h, w) bool on the source frame,
+    ``inside`` and ``intensity`` float32 on that frame padded by the margin."""
+    rows, cols = np.nonzero(mask)  # the tight box, then the margin around it
+    box = (
+        slice(rows.min(), rows.max() + 1 + 2 * _ITEM_MARGIN),
+        slice(cols.min(), cols.max() + 1 + 2 * _ITEM_MARGIN),
+    )
+    return _Item(
+        index=index,
+        label=label,
+        mask=inside[box],
+        intensity=intensity[box],
+        extent=int(max(rows.max() - rows.min(), cols.max() - cols.min()) + 1),
+    )
 
 
 def _extend_outwards(values: np.ndarray, inside: np.ndarray, steps: int) -> np.ndarray:
@@ -416,6 +460,47 @@ def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bicubic resize of a float (h, w) array to size (H, W)."""
     image = Image.fromarray(array.astype(np.float32, copy=False), mode="F")
     return np.asarray(image.resize((size[1], size[0]), Image.Resampling.BICUBIC))
+
+
+# ---------------------------------------------------------------------------------------------
+# Distractors: things with an item's look but no class's shape
+
+
+def _distractor_item(rng: np.random.Generator, source: _Item) -> _Item:
+    """A smooth random blob with the intensities and area of ``source``, to paste like an item.
+
+    Outline: the pixels of a 48x48 frame (room to stay clear of its edges) where an ellipse
+    (random aspect 0.4..1 and angle) plus coarse value noise is highest, as many as ``source``
+    covers; its largest component, small holes filled (as for items). Inside: the source's own
+    intensities re-arranged by rank along a smooth noise field (histogram matching), so once
+    tinted it has the item's shades, but neither its outline nor its folds and seams. Its
+    ``extent`` is the source's (adjusted for the area the clean-up changed), so a pasting size
+    drawn from ``item_size`` gives the blob the area that the item would get.
+    """
+    frame = (48, 48)
+    ys, xs = _grid(frame)
+    centre = (frame[0] - 1) / 2
+    angle = rng.uniform(0.0, math.pi)
+    along = (xs - centre) * math.cos(angle) + (ys - centre) * math.sin(angle)
+    across = (ys - centre) * math.cos(angle) - (xs - centre) * math.sin(angle)
+    radius = np.hypot(along, across / rng.uniform(0.4, 1.0)) / centre  # (48, 48), 1 at the edge
+    height = 0.5 * _value_noise(rng, frame, int(rng.integers(4, 8))) - radius
+    values = np.sort(source.intensity[source.mask > 0])  # (n,) the item's intensities
+    top = height >= np.sort(height.ravel())[-values.size]
+    blob = _item_masks(top.astype(np.uint8)[None] * 255, 127)[0]  # (48, 48) bool
+    shade = 0.75 * _value_noise(rng, frame, int(rng.integers(5, 10)))
+    shade += 0.25 * _value_noise(rng, frame, int(rng.integers(16, 24)))
+    ranks = np.empty(int(blob.sum()), dtype=np.int64)
+    ranks[np.argsort(shade[blob], kind="stable")] = np.arange(ranks.size)
+    picked = np.round(ranks * (values.size - 1) / max(ranks.size - 1, 1)).astype(np.int64)
+    intensity = np.zeros(frame, dtype=np.float32)
+    intensity[blob] = values[picked]
+    margin = ((_ITEM_MARGIN, _ITEM_MARGIN), (_ITEM_MARGIN, _ITEM_MARGIN))
+    inside = np.pad(blob, margin).astype(np.float32)
+    intensity = _extend_outwards(np.pad(intensity, margin), inside, _ITEM_MARGIN)
+    item = _cropped_item(source.index, -1, blob, inside, intensity)
+    extent = source.extent * math.sqrt(ranks.size / values.size)
+    return replace(item, extent=max(1, round(extent)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,6 +607,8 @@ class _Rendered:
     image: np.ndarray  # (H, W, 3) uint8
     labels: np.ndarray  # (H, W) uint8
     objects: list[dict[str, Any]]
+    distractors: list[dict[str, Any]]
+    uncovered: np.ndarray  # (H, W) float32: the share of each pixel the items leave uncovered
 
 
 @dataclass(frozen=True)
@@ -556,12 +643,17 @@ def _scaled_item(item: _Item, long_side: int) -> _Scaled:
 
 
 def _place(
-    rng: np.random.Generator, items: Sequence[_Item], config: DemoDataConfig
+    rng: np.random.Generator,
+    items: Sequence[_Item],
+    config: DemoDataConfig,
+    above: np.ndarray | None = None,
 ) -> tuple[list[_Placed], np.ndarray]:
     """Sizes and positions such that every earlier item keeps ``min_visible`` of its area.
 
-    An item that finds no such place in 50 tries is left out. Returns the placed items
-    (bottom to top) and the owner map (H, W) int16: 0 background, k + 1 where item k is on top.
+    ``above`` (H, W) bool: pixels of something that lies on top of all of these (the items,
+    when distractors are placed); it hides them too, the new one included. An item that
+    finds no such place in 50 tries is left out. Returns the placed items (bottom to top) and
+    the owner map (H, W) int16: 0 background, k + 1 where item k is on top of the others.
     """
     height, width = config.image_size
     owner = np.zeros((height, width), dtype=np.int16)
@@ -583,14 +675,19 @@ def _place(
             left = int(rng.integers(0, width - item_w + 1))
             trial = owner.copy()
             trial[top : top + item_h, left : left + item_w][scaled.hard] = len(placed) + 1
-            visible = np.bincount(trial.ravel(), minlength=len(placed) + 2)[1 : len(placed) + 1]
-            if all(v >= config.min_visible * a for v, a in zip(visible, areas, strict=True)):
+            seen = trial if above is None else trial[~above]
+            visible = np.bincount(seen.ravel(), minlength=len(placed) + 2)[1:]
+            area = int(scaled.hard.sum())
+            # (without ``above`` the new one is wholly visible: only the earlier ones can fail)
+            if all(
+                v >= config.min_visible * a for v, a in zip(visible, [*areas, area], strict=True)
+            ):
                 owner = trial
                 intensity = np.clip(_resize(item.intensity, scaled.size), 0.0, 1.0)
                 placed.append(
                     _Placed(item, top, left, scaled.alpha, scaled.hard, intensity[scaled.window])
                 )
-                areas.append(int(scaled.hard.sum()))
+                areas.append(area)
                 break
     return placed, owner
 
@@ -613,12 +710,12 @@ def _ignore_band(owner: np.ndarray, width: int) -> np.ndarray:
     return high != low
 
 
-def _contrasting_colour(rng: np.random.Generator, reference: np.ndarray) -> np.ndarray:
-    """A saturated random colour, redrawn (up to 8 times) while too close to ``reference``."""
+def _contrasting_colour(rng: np.random.Generator, references: Sequence[np.ndarray]) -> np.ndarray:
+    """A saturated random colour, redrawn (up to 8 times) while too close to a reference."""
     best, best_distance = None, -1.0
     for _ in range(8):
         colour = _random_colour(rng, (0.35, 1.0), (0.5, 1.0))
-        distance = float(np.linalg.norm(colour - reference))
+        distance = min(float(np.linalg.norm(colour - reference)) for reference in references)
         if distance > best_distance:
             best, best_distance = colour, distance
         if distance >= 0.4:
@@ -636,23 +733,62 @@ def _shading(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     return (0.85 + 0.3 * ramp).astype(np.float32)
 
 
-def _render(rng: np.random.Generator, items: Sequence[_Item], config: DemoDataConfig) -> _Rendered:
-    """Image, labels and annotation objects of one demo image."""
-    canvas = _background(rng, config.image_size)  # (H, W, 3)
+def _paint(
+    rng: np.random.Generator,
+    canvas: np.ndarray,
+    spot: _Placed,
+    avoid: Sequence[np.ndarray] = (),
+) -> tuple[tuple[slice, slice], np.ndarray]:
+    """Tint ``spot`` against what lies under it (and the colours ``avoid``) and paint it on
+    ``canvas`` (H, W, 3), in place. Returns the box painted (rows, columns) and the colour.
+    """
+    item_h, item_w = spot.hard.shape
+    box = (slice(spot.top, spot.top + item_h), slice(spot.left, spot.left + item_w))
+    region = canvas[box]
+    colour = _contrasting_colour(rng, [region[spot.hard].mean(axis=0), *avoid])
+    # colour x the item's own intensity keeps its texture (folds, prints, seams)
+    # (a gamma below 1 lifts the dim, anti-aliased outermost pixels of the source image)
+    texture = (0.2 + 0.8 * spot.intensity**0.75) * _shading(rng, (item_h, item_w))
+    rgb = np.clip(colour * texture[:, :, None], 0.0, 1.0)
+    alpha = spot.alpha[:, :, None]
+    canvas[box] = region * (1 - alpha) + rgb * alpha
+    return box, colour
+
+
+def _voc_box(visible: np.ndarray) -> list[int]:
+    """VOC box of the pixels of ``visible`` (H, W) bool: 1-based, inclusive [x0, y0, x1, y1]."""
+    rows, cols = np.nonzero(visible)
+    return [int(cols.min()) + 1, int(rows.min()) + 1, int(cols.max()) + 1, int(rows.max()) + 1]
+
+
+def _render(
+    rng: np.random.Generator,
+    items: Sequence[_Item],
+    config: DemoDataConfig,
+    clutter: tuple[np.random.Generator, Sequence[_Item]] | None = None,
+) -> _Rendered:
+    """Image, labels, annotation objects and distractors of one demo image.
+
+    ``clutter``: the distractors' own generator and the items lending them their intensities
+    (see :func:`_distractor_item`). The items are rendered exactly as without distractors
+    (same draws; colours chosen against the image without them), and the distractors, painted
+    on the bare background, show through wherever the items leave it uncovered.
+    """
+    background = _background(rng, config.image_size)  # (H, W, 3)
+    canvas = background.copy()
     placed, owner = _place(rng, items, config)
+    uncovered = np.ones(config.image_size, dtype=np.float32)  # (H, W)
+    colours = []
     for spot in placed:
-        item_h, item_w = spot.hard.shape
-        box = (slice(spot.top, spot.top + item_h), slice(spot.left, spot.left + item_w))
-        region = canvas[box]
-        colour = _contrasting_colour(rng, region[spot.hard].mean(axis=0))
-        # colour x the item's own intensity keeps its texture (folds, prints, seams)
-        # (a gamma below 1 lifts the dim, anti-aliased outermost pixels of the source image)
-        texture = (0.2 + 0.8 * spot.intensity**0.75) * _shading(rng, (item_h, item_w))
-        rgb = np.clip(colour * texture[:, :, None], 0.0, 1.0)
-        alpha = spot.alpha[:, :, None]
-        canvas[box] = region * (1 - alpha) + rgb * alpha
+        box, colour = _paint(rng, canvas, spot)
+        uncovered[box] *= 1 - spot.alpha
+        colours.append(colour)
     # sensor-like grain, the same on all channels (uniform, std ~1.4% of the range)
     grain = (rng.random(canvas.shape[:2], dtype=np.float32)[:, :, None] - 0.5) * 0.05
+    distractors: list[dict[str, Any]] = []
+    if clutter is not None and clutter[1]:
+        under, distractors = _clutter(*clutter, background, owner > 0, colours, config)
+        canvas += (under - background) * uncovered[:, :, None]  # what shows of the change
     image = np.clip((canvas + grain) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     class_of_owner = np.zeros(len(placed) + 1, dtype=np.uint8)
@@ -666,22 +802,56 @@ def _render(rng: np.random.Generator, items: Sequence[_Item], config: DemoDataCo
         visible = owner == number
         if not (visible & ~band).any():  # only ignore band left: neither a tag nor an object
             continue
-        rows, cols = np.nonzero(visible)
         objects.append(
             {
                 "class": config.class_names[spot.item.label],
                 "item": spot.item.index,
-                # VOC boxes: 1-based, inclusive pixel coordinates of the visible part
-                "bbox": [
-                    int(cols.min()) + 1,
-                    int(rows.min()) + 1,
-                    int(cols.max()) + 1,
-                    int(rows.max()) + 1,
-                ],
+                "bbox": _voc_box(visible),  # of the visible part
                 "visible": round(float(visible.sum()) / float(spot.hard.sum()), 4),
             }
         )
-    return _Rendered(image=image, labels=labels, objects=objects)
+    return _Rendered(
+        image=image,
+        labels=labels,
+        objects=objects,
+        distractors=distractors,
+        uncovered=uncovered,
+    )
+
+
+def _clutter(
+    rng: np.random.Generator,
+    sources: Sequence[_Item],
+    background: np.ndarray,
+    items: np.ndarray,
+    item_colours: Sequence[np.ndarray],
+    config: DemoDataConfig,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Distractors made from ``sources`` painted on a copy of ``background`` (H, W, 3).
+
+    Placed like items (sizes from ``item_size``, each keeping ``min_visible`` of its area)
+    under the items, whose pixels ``items`` (H, W) bool hide them too; tinted like items, the
+    colour chosen against the background under it and also against ``item_colours``, so that
+    no distractor passes for a part of an item it touches. Returns the painted copy and a
+    record per distractor: the item lending its intensities, the box of its visible part and
+    its visible share.
+    """
+    blobs = [_distractor_item(rng, source) for source in sources]
+    placed, owner = _place(rng, blobs, config, above=items)
+    canvas = background.copy()
+    for spot in placed:
+        _paint(rng, canvas, spot, item_colours)
+    records = []
+    for number, spot in enumerate(placed, start=1):
+        visible = (owner == number) & ~items
+        records.append(
+            {
+                "item": spot.item.index,
+                "bbox": _voc_box(visible),
+                "visible": round(float(visible.sum()) / float(spot.hard.sum()), 4),
+            }
+        )
+    return canvas, records
 
 
 def _annotation_xml(
@@ -965,8 +1135,35 @@ def _render_all(
             config.intensity_threshold,
             config.fashion_mnist_labels,
         )
-        for image_id, rng, indices in zip(demo_image_ids(split, count), rngs, chosen, strict=True):
-            yield split, image_id, _render(rng, [items[int(i)] for i in indices], config)
+        extras: list[tuple[np.random.Generator, list[_Item]] | None] = [None] * count
+        low, high = config.distractors
+        if high:
+            # distractors: their own generator per image, so the draws above never shift; each
+            # borrows the shades of a random item among the split's candidates (repeats allowed)
+            clutter_rngs = [
+                np.random.default_rng([config.seed, stream, i, _DISTRACTOR_STREAM])
+                for i in range(count)
+            ]
+            lent = [
+                candidates[rng.integers(len(candidates), size=int(rng.integers(low, high + 1)))]
+                for rng in clutter_rngs
+            ]
+            lenders = np.unique(np.concatenate(lent))
+            prepared = (
+                _prepare_items(
+                    pools[split], lenders, config.intensity_threshold, config.fashion_mnist_labels
+                )
+                if lenders.size
+                else {}
+            )
+            extras = [
+                (rng, [prepared[int(i)] for i in sources])
+                for rng, sources in zip(clutter_rngs, lent, strict=True)
+            ]
+        for image_id, rng, indices, clutter in zip(
+            demo_image_ids(split, count), rngs, chosen, extras, strict=True
+        ):
+            yield split, image_id, _render(rng, [items[int(i)] for i in indices], config, clutter)
 
 
 def _progress_bar(total: int) -> Any:
@@ -1009,6 +1206,7 @@ def build_demo_dataset(
 
     digest = hashlib.sha256()
     records: dict[str, dict[str, list[dict[str, Any]]]] = {split: {} for split in _SPLITS}
+    clutter: dict[str, dict[str, list[dict[str, Any]]]] = {split: {} for split in _SPLITS}
     items_per_class = {split: dict.fromkeys(config.class_names, 0) for split in _SPLITS}
     images_per_class = {split: dict.fromkeys(config.class_names, 0) for split in _SPLITS}
     bar = _progress_bar(config.num_train + config.num_val) if progress else None
@@ -1032,6 +1230,7 @@ def build_demo_dataset(
             while len(pending) > 4 * _WRITER_THREADS or (pending and pending[0].done()):
                 pending.popleft().result()  # re-raises a failed write
             records[split][image_id] = rendered.objects
+            clutter[split][image_id] = rendered.distractors
             for name in {obj["class"] for obj in rendered.objects}:
                 images_per_class[split][name] += 1
             for obj in rendered.objects:
@@ -1046,7 +1245,10 @@ def build_demo_dataset(
     for split in _SPLITS:
         text = "".join(f"{image_id}\n" for image_id in records[split])
         _write_bytes(root / "ImageSets" / "Segmentation" / f"{split}.txt", text.encode())
-    _write_bytes(root / _ITEMS_FILE, _items_json(records))
+    # the distractors' section only when there are any: without them, the file of older builds
+    _write_bytes(
+        root / _ITEMS_FILE, _items_json(records, clutter if config.distractors[1] else None)
+    )
     summary = {
         "num_images": {split: config.num_images(split) for split in _SPLITS},
         "num_items": {split: sum(items_per_class[split].values()) for split in _SPLITS},
@@ -1075,18 +1277,23 @@ def _write_image_files(
         _write_bytes(xml_path, xml)
 
 
-def _items_json(records: Mapping[str, Mapping[str, Any]]) -> bytes:
-    """demo_items.json: split -> image id -> objects (class, item index, bbox, visible share).
+def _items_json(
+    records: Mapping[str, Mapping[str, Any]],
+    distractors: Mapping[str, Mapping[str, Any]] | None = None,
+) -> bytes:
+    """demo_items.json: split -> image id -> objects (class, item index, bbox, visible share);
+    with ``distractors``, also "distractors" -> split -> image id -> distractors (the item
+    lending its intensities, bbox, visible share).
 
     One image per line, so the file stays small and readable.
     """
-    lines = ["{"]
-    for s_index, (split, images) in enumerate(records.items()):
-        lines.append(f'  "{split}": {{')
-        entries = [
-            f"    {json.dumps(image_id)}: {json.dumps(objs)}" for image_id, objs in images.items()
-        ]
-        lines.append(",\n".join(entries))
-        lines.append("  }" + ("," if s_index < len(records) - 1 else ""))
-    lines.append("}")
-    return ("\n".join(line for line in lines if line) + "\n").encode()
+
+    def block(key: str, images: Mapping[str, Any], pad: str) -> str:
+        body = ",\n".join(f"{pad}  {json.dumps(i)}: {json.dumps(v)}" for i, v in images.items())
+        return f'{pad}"{key}": {{\n' + (body + "\n" if body else "") + f"{pad}}}"
+
+    blocks = [block(split, images, "  ") for split, images in records.items()]
+    if distractors is not None:
+        inner = ",\n".join(block(split, images, "    ") for split, images in distractors.items())
+        blocks.append('  "distractors": {\n' + inner + "\n  }")
+    return ("{\n" + ",\n".join(blocks) + "\n}\n").encode()
