@@ -1,6 +1,13 @@
-"""Errors the command line reports as a message instead of a traceback."""
+"""Errors the command line reports as a message instead of a traceback.
+
+Every error here pickles and unpickles to an equal error, so one raised while a
+DataLoader worker reads an image reaches the main process as itself
+(``puzzlecam.data.loader.CheckedLoader`` carries it across).
+"""
 
 from pathlib import Path
+
+__all__ = ["PuzzlecamError", "DataError", "ConfigError", "RunDirError", "TrainingError"]
 
 
 class PuzzlecamError(Exception):
@@ -15,6 +22,10 @@ class DataError(PuzzlecamError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple:
+        # Exception pickles as cls(*self.args), and args is the one formatted message
+        return type(self), (self.path, self.problem)
+
 
 class ConfigError(PuzzlecamError):
     """A configuration value is unknown, of the wrong type or out of range."""
@@ -22,3 +33,7 @@ class ConfigError(PuzzlecamError):
 
 class RunDirError(PuzzlecamError):
     """A run directory does not match the requested configuration or is incomplete."""
+
+
+class TrainingError(PuzzlecamError):
+    """Training cannot go on (e.g. the loss stayed NaN/inf); the last good checkpoint is kept."""

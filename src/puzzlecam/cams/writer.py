@@ -16,6 +16,7 @@ from puzzlecam.cams.inference import multiscale_cams, normalize_cams
 from puzzlecam.cams.scores import ScoreMaps, save_scores
 from puzzlecam.data.datasets import InferenceDataset
 from puzzlecam.data.ids import id_path
+from puzzlecam.data.loader import CheckedLoader
 from puzzlecam.data.samples import Sample
 from puzzlecam.io import atomic_write, load_image
 from puzzlecam.models.classifier import CamClassifier
@@ -87,7 +88,7 @@ def write_cams(
         return 0
     device = torch.device(device)
     model.eval().to(device)
-    loader = DataLoader(InferenceDataset(todo), batch_size=1, num_workers=num_workers)
+    loader = CheckedLoader(InferenceDataset(todo), batch_size=1, num_workers=num_workers)
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     )

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from puzzlecam.affinity.inference import boundary_map, refine_scores
@@ -24,6 +23,7 @@ from puzzlecam.crf import crf_available
 from puzzlecam.data.datasets import ClassificationDataset, InferenceDataset, SegmentationDataset
 from puzzlecam.data.demo import build_demo_dataset
 from puzzlecam.data.ids import id_path
+from puzzlecam.data.loader import CheckedLoader
 from puzzlecam.data.samples import Sample, tags_to_vector
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import load_image, save_label_png
@@ -324,7 +324,7 @@ def stage_rw(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
         for s in shard(list(ctx.split(role).samples), ctx.dist)
         if not id_path(out_dir, s.image_id, ".npz").is_file()
     ]
-    loader = DataLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
+    loader = CheckedLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
     bar = tqdm(
         total=len(todo),
         desc=f"rw {method}/{role}",
@@ -470,7 +470,7 @@ def stage_predict_eval(ctx: RunContext, fingerprint: str, variant: str) -> None:
         for s in shard(list(ctx.split("val").samples), ctx.dist)
         if not id_path(out_dir, s.image_id, ".png").is_file()
     ]
-    loader = DataLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
+    loader = CheckedLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
     bar = tqdm(
         total=len(todo),
         desc=f"predict {variant}",

@@ -24,9 +24,10 @@ from typing import Literal, NamedTuple
 import torch
 from timm.layers import convert_sync_batchnorm
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
+from puzzlecam.data.loader import CheckedLoader
 from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.io import append_jsonl, atomic_write, read_jsonl
 from puzzlecam.training.distributed import DistContext, maybe_no_sync
@@ -262,7 +263,7 @@ def fit(
         sampler = StepSampler(
             len(dataset), micro_batch, context, loop.seed, epoch, done_in_epoch * loop.grad_accum
         )
-        loader = DataLoader(
+        loader = CheckedLoader(
             dataset,
             batch_sampler=sampler,
             num_workers=loop.num_workers,
