@@ -87,3 +87,39 @@ def test_npz_has_no_pickle(tmp_path):
         archive.write(tmp_path / "obj.npy", "obj.npy")
     with pytest.raises(DataError, match="evil.npz"):
         load_npz(tmp_path / "evil.npz")
+
+
+def write_bomb_png(path, width=40_000, height=40_000):
+    """A 60-byte PNG whose header claims width x height pixels (1.6 G by default, twice
+    PIL's limit): PIL refuses it when opened, before any decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("reader", [load_image, load_label_png])
+def test_decompression_bomb_is_a_data_error_naming_the_file(tmp_path, reader):
+    path = write_bomb_png(tmp_path / "bomb.png")
+    with pytest.raises(DataError) as caught:
+        reader(path)
+    assert caught.value.path == path
+    assert "too many pixels to decode safely" in caught.value.problem
+    assert "shrink the image" in caught.value.problem
+
+
+def test_decompression_bomb_warning_as_error_is_a_data_error(tmp_path):
+    import warnings
+
+    path = write_bomb_png(tmp_path / "big.png", 10_000, 10_000)  # between 1x and 2x the limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="too many pixels"):
+            load_image(path)

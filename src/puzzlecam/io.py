@@ -22,6 +22,7 @@ from puzzlecam.errors import DataError
 
 __all__ = [
     "atomic_write",
+    "DECOMPRESSION_BOMB",
     "load_image",
     "save_label_png",
     "load_label_png",
@@ -97,12 +98,24 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), mode="L")
 
 
+DECOMPRESSION_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+"""What PIL raises for an image of more pixels than ``Image.MAX_IMAGE_PIXELS`` (the warning
+only where warnings are errors): a small file that would decode to gigabytes."""
+
+
+def _bomb_problem(error: Exception) -> str:
+    return (
+        f"refused: too many pixels to decode safely ({error}); shrink the image "
+        "(a few thousand pixels a side is plenty) or leave it out of the data set"
+    )
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Read any common image file as an upright 8-bit RGB PIL image.
 
     EXIF orientation is applied; grey, palette, CMYK and 16-bit images are converted;
     transparent pixels are composited onto white. Raises DataError naming the file
-    when it is missing, truncated or not an image.
+    when it is missing, truncated, not an image or a decompression bomb.
     """
     path = Path(path)
     if not path.is_file():
@@ -111,6 +124,8 @@ def load_image(path: str | Path) -> Image.Image:
         with Image.open(path) as opened:
             opened.load()
             image = ImageOps.exif_transpose(opened)
+    except DECOMPRESSION_BOMB as error:
+        raise DataError(path, _bomb_problem(error)) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(path, f"cannot be read as an image ({error})") from error
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -155,6 +170,8 @@ def load_label_png(path: str | Path) -> np.ndarray:
                     "(palette or grey), one class index per pixel",
                 )
             return np.array(image, dtype=np.uint8)
+    except DECOMPRESSION_BOMB as error:
+        raise DataError(path, _bomb_problem(error)) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(path, f"cannot be read as a label PNG ({error})") from error
 

@@ -18,7 +18,7 @@ from puzzlecam.data.datasets import InferenceDataset
 from puzzlecam.data.ids import id_path
 from puzzlecam.data.loader import CheckedLoader
 from puzzlecam.data.samples import Sample
-from puzzlecam.io import atomic_write, load_image
+from puzzlecam.io import DECOMPRESSION_BOMB, atomic_write, load_image
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.visualize import overlay_heatmap
 
@@ -29,7 +29,7 @@ def _header_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size[1], image.size[0]
-    except OSError:
+    except (OSError, *DECOMPRESSION_BOMB):
         return (0, 0)  # unreadable: load_image will raise a DataError naming it
 
 
