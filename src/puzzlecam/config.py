@@ -7,9 +7,12 @@ what is wrong and what is allowed; ``to_dict`` gives plain JSON/YAML data back;
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +22,17 @@ import yaml
 
 from puzzlecam.errors import ConfigError
 
-__all__ = ["from_dict", "to_dict", "config_hash", "load_yaml", "apply_overrides", "dump_yaml"]
+__all__ = [
+    "from_dict",
+    "to_dict",
+    "fingerprint_data",
+    "config_hash",
+    "require",
+    "NOT_FINGERPRINTED",
+    "load_yaml",
+    "apply_overrides",
+    "dump_yaml",
+]
 
 T = TypeVar("T")
 
@@ -79,6 +92,11 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                number = float(value.strip())
+                if math.isfinite(number):
+                    return number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -106,8 +124,28 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
         values[name] = _convert(value, hints[name], path)
     try:
         return cls(**values)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where or cls.__name__}: {error}") from error
+    except (TypeError, ValueError) as error:  # ConfigError is a ValueError
+        message = str(error)
+        # checks in __post_init__ start with the setting's name: give it its full path
+        if re.match(rf"({'|'.join(map(re.escape, fields))})[.:]", message):
+            message = f"{where}.{message}" if where else message
+        else:
+            message = f"{where or cls.__name__}: {message}"
+        raise ConfigError(message) from error
+
+
+def require(ok: bool, name: str, problem: str) -> None:
+    """Raise ConfigError("``name``: ``problem``") unless ``ok``: for ``__post_init__``
+    checks, which name the setting relative to their dataclass (``from_dict`` adds the
+    section). Write ``ok`` as what a valid value satisfies, so that NaN fails it."""
+    if not ok:
+        raise ConfigError(f"{name}: {problem}")
+
+
+NOT_FINGERPRINTED = {"fingerprint": False}
+"""``field(metadata=NOT_FINGERPRINTED)``: a setting that changes no output (where a run
+executes, when it gives up); ``config_hash`` leaves it out, so changing it (or adding it
+to a config class) keeps every run directory and stage fingerprint valid."""
 
 
 def to_dict(config: Any) -> Any:
@@ -123,9 +161,25 @@ def to_dict(config: Any) -> Any:
     return config
 
 
+def fingerprint_data(config: Any) -> Any:
+    """``to_dict(config)`` without the fields marked ``NOT_FINGERPRINTED``."""
+    if dataclasses.is_dataclass(config):
+        return {
+            f.name: fingerprint_data(getattr(config, f.name))
+            for f in dataclasses.fields(config)
+            if f.metadata.get("fingerprint", True)
+        }
+    if isinstance(config, Mapping):
+        return {str(key): fingerprint_data(value) for key, value in config.items()}
+    if isinstance(config, (tuple, list)):
+        return [fingerprint_data(item) for item in config]
+    return to_dict(config)
+
+
 def config_hash(config: Any) -> str:
-    """Short, stable fingerprint of a config (or of any plain data)."""
-    text = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+    """Short, stable fingerprint of a config (or of any plain data); fields marked
+    ``NOT_FINGERPRINTED`` are left out."""
+    text = json.dumps(fingerprint_data(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

@@ -27,8 +27,9 @@ class DataError(PuzzlecamError):
         return type(self), (self.path, self.problem)
 
 
-class ConfigError(PuzzlecamError):
-    """A configuration value is unknown, of the wrong type or out of range."""
+class ConfigError(PuzzlecamError, ValueError):
+    """A configuration value is unknown, of the wrong type or out of range (a ValueError
+    too, as a bad argument to a config dataclass)."""
 
 
 class RunDirError(PuzzlecamError):

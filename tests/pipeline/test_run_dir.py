@@ -21,3 +21,20 @@ def test_a_config_written_before_a_new_setting_still_binds(tmp_path):
     other = load_run_config("demo", ("train_cls.optim.name=adamw",))
     with pytest.raises(RunDirError, match=r"train_cls\.optim\.name: 'sgd' -> 'adamw'"):
         run.bind(other)
+
+
+def test_device_is_not_part_of_the_run(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.bind(load_run_config("demo", ("device=auto",)))
+    run.bind(load_run_config("demo", ("device=cpu",)))  # resumed on another device
+    assert yaml.safe_load(run.config_path.read_text())["device"] == "auto"  # as started
+
+    written = yaml.safe_load(run.config_path.read_text())
+    del written["train_cls"]["loop"]["max_nonfinite_steps"]  # a run from before the setting
+    run.config_path.write_text(yaml.safe_dump(written))
+    run.bind(load_run_config("demo", ("train_cls.loop.max_nonfinite_steps=2",)))
+
+    with pytest.raises(RunDirError) as caught:
+        run.bind(load_run_config("demo", ("device=cpu", "rw.beta=8")))
+    changes = str(caught.value).split("changed settings:")[1]
+    assert "rw.beta: 10.0 -> 8.0" in changes and "device" not in changes

@@ -27,7 +27,7 @@ class AffinityTrainer(nn.Module):
         if boundary.shape[-2:] != labels.shape[-2:]:
             raise ValueError(
                 f"boundary map {tuple(boundary.shape[-2:])} and label map {tuple(labels.shape[-2:])} "
-                "differ: use a crop size divisible by 16"
+                "differ: use a crop size divisible by 4 (train_aff.augment.crop_size)"
             )
         affinity = boundary_to_affinity(boundary, self.radius).affinity
         losses = affinity_loss(affinity, affinity_labels(labels, self.radius))

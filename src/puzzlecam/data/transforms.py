@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from puzzlecam.config import require
 from puzzlecam.constants import IGNORE_INDEX
 
 __all__ = ["AugmentConfig", "augment", "random_crop_box", "resize_long_side"]
@@ -24,10 +25,17 @@ class AugmentConfig:
     hflip: bool = True
 
     def __post_init__(self) -> None:
-        if not 0 < self.min_long_side <= self.max_long_side:
-            raise ValueError("need 0 < min_long_side <= max_long_side")
-        if self.crop_size <= 0:
-            raise ValueError("crop_size must be positive")
+        require(
+            self.min_long_side > 0,
+            "min_long_side",
+            f"must be a positive size in pixels, got {self.min_long_side}",
+        )
+        require(
+            self.max_long_side >= self.min_long_side,
+            "max_long_side",
+            f"{self.max_long_side} is below min_long_side {self.min_long_side}",
+        )
+        require(self.crop_size > 0, "crop_size", f"must be a positive size, got {self.crop_size}")
 
 
 def resize_long_side(

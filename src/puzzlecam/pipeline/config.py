@@ -6,16 +6,19 @@ them. Relative paths are relative to the working directory.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from puzzlecam.config import apply_overrides, from_dict, load_yaml
+from puzzlecam.config import NOT_FINGERPRINTED, apply_overrides, from_dict, load_yaml, require
 from puzzlecam.data.demo import DemoDataConfig
 from puzzlecam.data.transforms import AugmentConfig
 from puzzlecam.errors import ConfigError
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.puzzle.losses import PuzzleConfig
+from puzzlecam.training.distributed import device_problem
 from puzzlecam.training.loop import LoopConfig
 from puzzlecam.training.optim import OptimConfig
 
@@ -39,6 +42,27 @@ __all__ = [
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
+
+_RUN_NAME = re.compile(r"[\w\-]([\w.+ \-]*[\w.+\-])?")
+
+MAX_EXP_TIMES = 12  # 2**12 random-walk steps: 16x the paper's 2**8
+
+
+def _check_scales(scales: tuple[float, ...], name: str = "scales") -> None:
+    require(len(scales) > 0, name, "is empty; give at least one scale, e.g. [1.0]")
+    require(
+        all(0 < s <= 8 for s in scales),
+        name,
+        f"{list(scales)}: every scale must be in (0, 8] (1.0 = the image's own size)",
+    )
+
+
+def _check_fraction(value: float, name: str, what: str) -> None:
+    require(0.0 < value < 1.0, name, f"{what} must lie strictly between 0 and 1, got {value}")
+
+
+def _check_count(value: int, name: str, least: int) -> None:
+    require(value >= least, name, f"must be at least {least}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -82,10 +106,32 @@ class CamConfig:
     num_workers: int = 2
     overlays: int = 8
 
+    def __post_init__(self) -> None:
+        _check_scales(self.scales)
+        _check_count(self.batch_size, "batch_size", 1)
+        _check_count(self.num_workers, "num_workers", 0)
+        _check_count(self.overlays, "overlays", 0)
+
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """``thresholds``: the background thresholds of the score-file sweep, increasing, in (0, 1)."""
+
     thresholds: tuple[float, ...] = THRESHOLDS
+
+    def __post_init__(self) -> None:
+        values = list(self.thresholds)
+        require(len(values) > 0, "thresholds", "is empty; give at least one, e.g. [0.3]")
+        require(
+            all(0.0 < t < 1.0 for t in values),
+            "thresholds",
+            f"{values}: every threshold must lie strictly between 0 and 1",
+        )
+        require(
+            all(a < b for a, b in zip(values, values[1:], strict=False)),
+            "thresholds",
+            f"{values}: must be strictly increasing (sorted, no repeats)",
+        )
 
 
 @dataclass(frozen=True)
@@ -96,6 +142,17 @@ class AffinityLabelConfig:
     bg_threshold: float = 0.10
     crf: bool = True
     crf_iterations: int = 10
+
+    def __post_init__(self) -> None:
+        _check_fraction(self.fg_threshold, "fg_threshold", "the foreground threshold")
+        _check_fraction(self.bg_threshold, "bg_threshold", "the background threshold")
+        require(
+            self.fg_threshold > self.bg_threshold,
+            "fg_threshold",
+            f"{self.fg_threshold} must be above bg_threshold {self.bg_threshold} (scores "
+            "between the two are the uncertain band, labelled ignore)",
+        )
+        _check_count(self.crf_iterations, "crf_iterations", 0)
 
 
 @dataclass(frozen=True)
@@ -108,6 +165,16 @@ class TrainAffConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=3))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def __post_init__(self) -> None:
+        _check_count(self.radius, "radius", 2)
+        crop = self.augment.crop_size
+        require(
+            crop % 4 == 0,
+            "augment.crop_size",
+            f"{crop} is not divisible by 4: AffinityNet learns from labels at a quarter of "
+            f"the crop; use {crop - crop % 4} or {crop - crop % 4 + 4}",
+        )
+
 
 @dataclass(frozen=True)
 class RandomWalkConfig:
@@ -117,6 +184,15 @@ class RandomWalkConfig:
     exp_times: int = 8
     radius: int = 5
 
+    def __post_init__(self) -> None:
+        require(0 < self.beta < math.inf, "beta", f"must be a positive number, got {self.beta}")
+        require(
+            0 <= self.exp_times <= MAX_EXP_TIMES,
+            "exp_times",
+            f"must be in 0..{MAX_EXP_TIMES} (2**exp_times steps), got {self.exp_times}",
+        )
+        _check_count(self.radius, "radius", 2)
+
 
 @dataclass(frozen=True)
 class PseudoLabelConfig:
@@ -125,6 +201,10 @@ class PseudoLabelConfig:
     threshold: float = 0.35
     crf: bool = True
     crf_iterations: int = 1
+
+    def __post_init__(self) -> None:
+        _check_fraction(self.threshold, "threshold", "the background threshold")
+        _check_count(self.crf_iterations, "crf_iterations", 0)
 
 
 @dataclass(frozen=True)
@@ -155,19 +235,32 @@ class PredictConfig:
     batch_size: int = 4
     max_long_side: int = 1024
 
+    def __post_init__(self) -> None:
+        _check_scales(self.scales)
+        _check_count(self.crf_iterations, "crf_iterations", 0)
+        _check_count(self.batch_size, "batch_size", 1)
+        _check_count(self.max_long_side, "max_long_side", 32)
+
 
 @dataclass(frozen=True)
 class ReportConfig:
     num_samples: int = 6
 
+    def __post_init__(self) -> None:
+        _check_count(self.num_samples, "num_samples", 0)
+
 
 @dataclass(frozen=True)
 class RunConfig:
     """Every stage's settings. ``until`` stops the pipeline early: after the CAMs, after
-    the pseudo labels, or (default) after the segmentation model."""
+    the pseudo labels, or (default) after the segmentation model.
+
+    ``name`` is the run's folder under ``runs/``: a plain folder name. ``device`` is
+    not part of the run's identity (the same run can be resumed on another device).
+    """
 
     name: str = "run"
-    device: str = "auto"
+    device: str = field(default="auto", metadata=NOT_FINGERPRINTED)
     until: Literal["cams", "pseudo-labels", "train-seg"] = "train-seg"
     data: DataConfig = field(default_factory=DataConfig)
     train_cls: TrainClsConfig = field(default_factory=TrainClsConfig)
@@ -180,6 +273,16 @@ class RunConfig:
     train_seg: TrainSegConfig = field(default_factory=TrainSegConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+
+    def __post_init__(self) -> None:
+        require(
+            _RUN_NAME.fullmatch(self.name) is not None and ".." not in self.name,
+            "name",
+            f"{self.name!r} is not a plain folder name (the run goes to runs/NAME): use "
+            "letters, digits, '.', '-' and '_', without '/', '\\', '..' or a leading '.'",
+        )
+        problem = device_problem(self.device)
+        require(problem is None, "device", f"{problem}")
 
 
 def resolve_preset(name_or_path: str | Path) -> Path:
@@ -196,5 +299,19 @@ def resolve_preset(name_or_path: str | Path) -> Path:
 
 def load_run_config(source: str | Path | None = None, overrides: tuple[str, ...] = ()) -> RunConfig:
     """RunConfig from a YAML file or preset name, with ``section.key=value`` overrides."""
-    data: dict[str, Any] = load_yaml(resolve_preset(source)) if source else {}
-    return from_dict(RunConfig, apply_overrides(data, overrides))
+    path = resolve_preset(source) if source else None
+    data: dict[str, Any] = load_yaml(path) if path else {}
+    try:
+        return from_dict(RunConfig, apply_overrides(data, overrides))
+    except ConfigError as error:
+        if path is None or not _fails(data):
+            raise  # the bad value came from an override (--set, --device)
+        raise ConfigError(f"{path}: {error}") from error
+
+
+def _fails(data: dict[str, Any]) -> bool:
+    try:
+        from_dict(RunConfig, data)
+    except ConfigError:
+        return True
+    return False

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from puzzlecam.config import config_hash, dump_yaml, from_dict, to_dict
+from puzzlecam.config import config_hash, dump_yaml, fingerprint_data, from_dict
 from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.io import atomic_write, read_json, write_json
 
@@ -55,14 +55,20 @@ class RunDir:
         return self.root / "config.yaml"
 
     def bind(self, config: Any) -> None:
-        """Claim the directory for ``config``, or refuse if it holds another config's run."""
+        """Claim the directory for ``config``, or refuse if it holds another config's run.
+
+        Settings marked ``NOT_FINGERPRINTED`` (``device``) are not compared: a run made
+        with ``--device auto`` can be resumed with ``--device cpu``. config.yaml keeps
+        what the run was started with.
+        """
         if self.config_path.is_file():
             existing = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
             # a config written before a setting existed reads as that setting's default
             with contextlib.suppress(ConfigError):
-                existing = to_dict(from_dict(type(config), existing))
-            if config_hash(existing) != config_hash(config):
-                changes = _differences(existing, to_dict(config))
+                existing = fingerprint_data(from_dict(type(config), existing))
+            wanted = fingerprint_data(config)
+            if config_hash(existing) != config_hash(wanted):
+                changes = _differences(existing, wanted)
                 shown = "\n  ".join(changes[:12])
                 raise RunDirError(
                     f"{self.root} holds a run of a different config; changed settings:\n  {shown}\n"

@@ -5,12 +5,14 @@ Plain CAM is the same code with the puzzle terms switched off.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from puzzlecam.config import require
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.puzzle.tiling import merge, tile
 
@@ -58,12 +60,22 @@ class PuzzleConfig:
         return self.puzzle_classification or self.reconstruction
 
     def __post_init__(self) -> None:
-        if self.grid < 1:
-            raise ValueError("grid must be >= 1")
-        if not 0.0 <= self.alpha_ramp <= 1.0:
-            raise ValueError("alpha_ramp is a fraction of training, in [0, 1]")
-        if not 0.0 <= self.start < 1.0:
-            raise ValueError("start is a fraction of training, in [0, 1)")
+        require(self.grid >= 1, "grid", f"must be at least 1, got {self.grid}")
+        require(
+            0.0 <= self.alpha_max < math.inf,
+            "alpha_max",
+            f"must be 0 or more, got {self.alpha_max}",
+        )
+        require(
+            0.0 <= self.alpha_ramp <= 1.0,
+            "alpha_ramp",
+            f"is a fraction of training, in [0, 1], got {self.alpha_ramp}",
+        )
+        require(
+            0.0 <= self.start < 1.0,
+            "start",
+            f"is a fraction of training, in [0, 1), got {self.start}",
+        )
 
 
 class PuzzleLosses(NamedTuple):

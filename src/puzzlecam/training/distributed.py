@@ -10,7 +10,17 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "init_distributed", "resolve_device", "barrier", "shard", "maybe_no_sync"]
+from puzzlecam.errors import ConfigError
+
+__all__ = [
+    "DistContext",
+    "init_distributed",
+    "device_problem",
+    "resolve_device",
+    "barrier",
+    "shard",
+    "maybe_no_sync",
+]
 
 
 @dataclass(frozen=True)
@@ -29,8 +39,32 @@ class DistContext:
         return self.world_size > 1
 
 
+_DEVICE_HELP = "use auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``name`` is not a device name (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``),
+    or None. Only the spelling: whether the device is there is ``resolve_device``'s check."""
+    if name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        return f"{name!r} is not a device; {_DEVICE_HELP}"
+    if device.type not in ("cpu", "cuda", "mps"):
+        return f"{name!r}: puzzlecam runs on cpu, cuda or mps; {_DEVICE_HELP}"
+    return None
+
+
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: this process's CUDA device when there is one, else the CPU."""
+    """``auto``: this process's CUDA device when there is one, else the CPU.
+
+    Raises ConfigError (before anything runs) for a misspelt device or one this machine
+    does not have.
+    """
+    problem = device_problem(name)
+    if problem is not None:
+        raise ConfigError(f"device: {problem}")
     if name == "auto":
         return (
             torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
@@ -38,6 +72,21 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"device: {name!r} asks for a GPU, but torch sees no CUDA device here "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); "
+                "use --device cpu, or auto to take a GPU only when there is one"
+            )
+        if device.index >= count:
+            raise ConfigError(
+                f"device: {name!r} does not exist; this machine has {count} CUDA device(s), "
+                f"cuda:0..cuda:{count - 1}"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {name!r}: MPS is not available here; use cpu or auto")
     return device
 
 

@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
+from puzzlecam.config import NOT_FINGERPRINTED, require
 from puzzlecam.data.loader import CheckedLoader
 from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.io import append_jsonl, atomic_write, read_jsonl
@@ -42,6 +43,10 @@ class LoopConfig:
 
     batch_size is the global batch per optimiser step: processes x per-process batch x
     ``grad_accum`` micro-steps (the paper's 32 = 4 GPUs x 8).
+
+    A step whose loss or gradients are NaN/inf is skipped (no update, a warning); after
+    ``max_nonfinite_steps`` such steps in a row training stops with a TrainingError and
+    the last checkpoint, which never holds a non-finite step, is kept.
     """
 
     epochs: int = 15
@@ -54,10 +59,21 @@ class LoopConfig:
     checkpoint_every_steps: int = 0
     log_every_steps: int = 10
     tensorboard: bool = False
+    max_nonfinite_steps: int = field(default=5, metadata=NOT_FINGERPRINTED)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("epochs, batch_size and grad_accum must be >= 1")
+        for name in ("epochs", "batch_size", "grad_accum", "max_nonfinite_steps"):
+            value = getattr(self, name)
+            require(value >= 1, name, f"must be at least 1, got {value}")
+        for name in ("num_workers", "seed", "checkpoint_every_steps", "log_every_steps"):
+            value = getattr(self, name)
+            require(value >= 0, name, f"must be 0 or more, got {value}")
+        require(
+            self.batch_size % self.grad_accum == 0,
+            "batch_size",
+            f"{self.batch_size} is not divisible by grad_accum ({self.grad_accum}); "
+            "the global batch is split into grad_accum equal micro-batches",
+        )
 
     def micro_batch(self, world_size: int) -> int:
         per_step = world_size * self.grad_accum

@@ -3,6 +3,7 @@ AdamW (timm's optimiser factory)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -10,6 +11,8 @@ from typing import Literal
 import torch
 from timm.optim import create_optimizer_v2
 from torch import nn
+
+from puzzlecam.config import require
 
 __all__ = ["OptimConfig", "parameter_groups", "build_optimizer", "poly_factor", "set_poly_lr"]
 
@@ -43,14 +46,28 @@ class OptimConfig:
     warmup: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError("lr must be positive")
-        if self.name not in ("sgd", "adamw"):
-            raise ValueError(f"optimiser name must be 'sgd' or 'adamw', got {self.name!r}")
-        if self.name == "sgd" and self.nesterov and self.momentum <= 0:
-            raise ValueError("nesterov needs momentum > 0")
-        if not 0.0 <= self.warmup < 1.0:
-            raise ValueError("warmup is a fraction of training, in [0, 1)")
+        require(
+            self.name in ("sgd", "adamw"), "name", f"must be 'sgd' or 'adamw', got {self.name!r}"
+        )
+        require(0 < self.lr < math.inf, "lr", f"must be a positive number, got {self.lr}")
+        for name in ("momentum", "weight_decay", "poly_power"):
+            value = getattr(self, name)
+            require(0 <= value < math.inf, name, f"must be 0 or more, got {value}")
+        require(
+            0 < self.new_lr_mult < math.inf,
+            "new_lr_mult",
+            f"must be a positive number, got {self.new_lr_mult}",
+        )
+        require(
+            not (self.name == "sgd" and self.nesterov and self.momentum <= 0),
+            "nesterov",
+            "needs momentum > 0 (set nesterov: false for momentum 0)",
+        )
+        require(
+            0.0 <= self.warmup < 1.0,
+            "warmup",
+            f"is a fraction of training, in [0, 1), got {self.warmup}",
+        )
 
 
 def _is_weight(name: str) -> bool:
