@@ -8,7 +8,7 @@ from torch import nn
 from puzzlecam.data.datasets import ClassificationDataset
 from puzzlecam.data.transforms import AugmentConfig
 from puzzlecam.data.voc import read_voc
-from puzzlecam.errors import RunDirError
+from puzzlecam.errors import RunDirError, TrainingError
 from puzzlecam.io import read_jsonl
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.classifier import CamClassifier
@@ -172,3 +172,77 @@ def test_adamw_keeps_each_groups_lr_and_decay():
 def test_unknown_optimiser_name_is_refused():
     with pytest.raises(ValueError, match="sgd.*adamw"):
         OptimConfig(name="lamb")
+
+
+class _NonFiniteOn(nn.Module):
+    """Wraps a trainer; on the chosen calls (0-based) the loss is NaN (``loss``), the
+    gradients are NaN with a finite loss (``grad``), or the images are NaN so that the
+    forward pass itself (BatchNorm statistics included) sees NaN (``input``)."""
+
+    def __init__(self, trainer, calls, kind="loss"):
+        super().__init__()
+        self.trainer, self.model, self.calls, self.kind, self.n = (
+            trainer,
+            trainer.model,
+            calls,
+            kind,
+            0,
+        )
+
+    def forward(self, images, *rest, progress):
+        bad = self.n in self.calls
+        self.n += 1
+        if bad and self.kind == "input":
+            images = images.float() * float("nan")
+        output = self.trainer(images, *rest, progress=progress)
+        if not bad or self.kind == "input":
+            return output
+        if self.kind == "loss":
+            return output._replace(total=output.total * float("nan"))
+        zero = sum(p.sum() for p in self.model.parameters()) * 0.0
+        return output._replace(total=output.total + torch.sqrt(zero))  # d sqrt(0) = inf * 0
+
+
+def _fit_nonfinite(voc_tree, out_dir, calls, kind="loss", loop=LOOP, norm="fix"):
+    torch.manual_seed(0)
+    split = read_voc(voc_tree, "train")
+    model = CamClassifier(BackboneConfig(TINY.name, "none", norm), split.num_classes)
+    trainer = _NonFiniteOn(PuzzleCamTrainer(model, PuzzleConfig(alpha_max=1.0)), calls, kind)
+    dataset = ClassificationDataset(split, AugmentConfig(40, 56, 32), (128, 128, 128), seed=3)
+    groups = parameter_groups(model, model.new_modules, OPTIM)
+    return fit(
+        trainer, dataset, groups, OPTIM, loop, out_dir, "fp-1", progress=False, section="train_cls"
+    )
+
+
+@pytest.mark.parametrize("kind", ["loss", "grad", "input"])
+def test_a_non_finite_step_is_skipped_and_changes_nothing(voc_tree, tmp_path, capsys, kind):
+    # 8 images, batch 4: 2 steps per epoch, 4 in all; the 2nd step is bad
+    weights = _fit_nonfinite(voc_tree, tmp_path / "r", {1}, kind, norm="train")
+    state = load_weights(weights)["state_dict"]
+    assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+    err = capsys.readouterr().err
+    assert "train: warning: step 2:" in err and "step skipped (1 in a row" in err
+    epochs = [r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if r.get("type") == "epoch"]
+    assert [r.get("nonfinite_steps", 0) for r in epochs] == [1, 0]
+    logged = [r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if "type" not in r]
+    assert all(r["cls_loss"] == r["cls_loss"] for r in logged if "cls_loss" in r)  # no NaN
+
+
+def test_non_finite_steps_in_a_row_stop_and_keep_the_last_good_checkpoint(voc_tree, tmp_path):
+    loop = LoopConfig(
+        epochs=2, batch_size=4, num_workers=0, checkpoint_every_steps=1, max_nonfinite_steps=2
+    )
+    with pytest.raises(TrainingError) as caught:
+        _fit_nonfinite(voc_tree, tmp_path / "r", {1, 2, 3}, loop=loop)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "training stopped: the loss was nan at 2 steps in a row (steps 2-3" in message
+    assert "train_cls.loop.max_nonfinite_steps" in message and "train_cls.optim.lr" in message
+    assert f"{tmp_path / 'r' / 'checkpoint.pt'} keeps the last good state (step 1)" in message
+    checkpoint = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == 1  # not the skipped step 2
+    assert all(
+        torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point()
+    )
+    assert not (tmp_path / "r" / "model.pt").exists()

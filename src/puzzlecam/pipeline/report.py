@@ -115,7 +115,7 @@ def _models(run: RunDir) -> list[tuple[Path, str, str]]:
     ]
 
 
-_NOT_LOSSES = {"step", "epoch", "lr", "images_per_s", "seconds", "type", "alpha"}
+_NOT_LOSSES = {"step", "epoch", "lr", "images_per_s", "seconds", "type", "alpha", "nonfinite_steps"}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;

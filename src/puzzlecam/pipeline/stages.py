@@ -126,6 +126,7 @@ def stage_train_cls(ctx: RunContext, fingerprint: str, method: str) -> None:
         fingerprint,
         ctx.dist,
         description=f"train-cls {method}",
+        section="train_cls",
         meta={"classes": list(train.classes), "method": method},
         progress=ctx.progress,
         sync_batchnorm=config.backbone.norm == "train",
@@ -294,6 +295,7 @@ def stage_train_aff(ctx: RunContext, fingerprint: str, method: str) -> None:
         fingerprint,
         ctx.dist,
         description=f"train-aff {method}",
+        section="train_aff",
         meta={"radius": config.radius, "method": method},
         progress=ctx.progress,
     )
@@ -450,6 +452,7 @@ def stage_train_seg(ctx: RunContext, fingerprint: str, variant: str) -> None:
         fingerprint,
         ctx.dist,
         description=f"train-seg {variant}",
+        section="train_seg",
         meta=segmenter_meta(ctx),
         progress=ctx.progress,
         sync_batchnorm=config.backbone.norm == "train",

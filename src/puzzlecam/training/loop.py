@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from puzzlecam.config import NOT_FINGERPRINTED, require
 from puzzlecam.data.loader import CheckedLoader
-from puzzlecam.errors import ConfigError, RunDirError
+from puzzlecam.errors import ConfigError, RunDirError, TrainingError
 from puzzlecam.io import append_jsonl, atomic_write, read_jsonl
 from puzzlecam.training.distributed import DistContext, maybe_no_sync
 from puzzlecam.training.optim import OptimConfig, build_optimizer, set_poly_lr
@@ -157,6 +158,15 @@ def _autocast(
     return torch.autocast(device_type=device.type, dtype=dtype), mode == "fp16"
 
 
+def _is_finite(tensor: torch.Tensor) -> bool:
+    return not tensor.is_floating_point() or bool(torch.isfinite(tensor).all())
+
+
+def _grads_finite(optimizer: torch.optim.Optimizer) -> bool:
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -174,6 +184,7 @@ def fit(
     meta: dict | None = None,
     progress: bool = True,
     sync_batchnorm: bool = False,
+    section: str = "",
 ) -> Path:
     """Train ``trainer.model`` and return the path of its final weights (``model.pt``).
 
@@ -183,6 +194,12 @@ def fit(
     fingerprint is refused. ``sync_batchnorm``: under DDP, BatchNorm statistics are
     computed over the global batch (for models whose BatchNorm trains; CUDA only, as torch's
     SyncBatchNorm: on the CPU each process normalises with its own batch).
+
+    A non-finite step (NaN/inf loss; without fp16 loss scaling also NaN/inf gradients,
+    which fp16's GradScaler skips itself) changes nothing: no update, BatchNorm statistics
+    restored, a warning. ``loop.max_nonfinite_steps`` of them in a row raise a
+    TrainingError and keep the last checkpoint; weights or a checkpoint holding NaN/inf
+    are never written. ``section`` (``train_cls``...) names the settings in messages.
     """
     context = context or DistContext()
     out_dir = Path(out_dir)
@@ -256,9 +273,24 @@ def fit(
                 "tensorboard is not installed: pip install 'puzzlecam[tensorboard]'; logging to metrics.jsonl only"
             )
 
+    section = section or description
+    last_saved = start_step if checkpoint_path.is_file() else None
+
+    def require_finite_weights(target: Path) -> None:
+        bad = [n for n, t in trainer.model.state_dict().items() if not _is_finite(t)]
+        if bad:
+            raise TrainingError(
+                f"{description}: {target}: not written: the weights hold NaN/inf ({bad[0]}"
+                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower "
+                f"{section}.optim.lr (now {optim.lr}) and train in a new run directory "
+                "(--run-dir)"
+            )
+
     def save_checkpoint(step: int) -> None:
-        if not context.is_main:
+        nonlocal last_saved
+        if not context.is_main or nonfinite_in_row:  # the last good state is saved already
             return
+        require_finite_weights(checkpoint_path)
         state = {
             "model": trainer.model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -269,8 +301,24 @@ def fit(
             state["scaler"] = scaler.state_dict()
         with atomic_write(checkpoint_path) as handle:
             torch.save(state, handle)
+        last_saved = step
+
+    def stop(first: int, last: int, loss: float | None) -> TrainingError:
+        what = f"the loss was {loss}" if loss is not None else "the gradients held NaN/inf"
+        kept = (
+            f"{checkpoint_path} keeps the last good state (step {last_saved})"
+            if last_saved is not None
+            else "no checkpoint had been saved yet"
+        )
+        return TrainingError(
+            f"{description}: training stopped: {what} at {last - first + 1} steps in a row "
+            f"(steps {first}-{last}, {section}.loop.max_nonfinite_steps = "
+            f"{loop.max_nonfinite_steps}); {kept}; lower {section}.optim.lr (now {optim.lr}) "
+            "and train in a new run directory (--run-dir), or look for broken images or labels"
+        )
 
     step = start_step
+    nonfinite_in_row = 0
     started = time.perf_counter()
     for epoch in range(start_step // steps_per_epoch, loop.epochs):
         done_in_epoch = step - epoch * steps_per_epoch
@@ -297,13 +345,17 @@ def fit(
         )
         sums: dict[str, float] = {}
         count, epoch_sums, epoch_count, interval_start = 0, {}, 0, time.perf_counter()
-        micro = 0
+        micro, skipped = 0, 0
         for batch in loader:
             if micro == 0:
                 lr_factor = set_poly_lr(
                     optimizer, step, total_steps, optim.poly_power, optim.warmup
                 )
                 optimizer.zero_grad(set_to_none=True)
+                step_parts: dict[str, float] = {}
+                bad_loss: float | None = None
+                # a NaN forward pass poisons BatchNorm statistics: keep them to restore
+                buffers = [b.detach().clone() for b in trainer.buffers()]
             batch = [t.to(device, non_blocking=True) for t in batch]
             if channels_last:
                 batch = [
@@ -314,22 +366,48 @@ def fit(
             with maybe_no_sync(model, not last_micro), autocast:
                 output = model(*batch, progress=step / total_steps)
             loss = output.total / loop.grad_accum
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{description}: loss became {loss.item()} at step {step}; lower the learning rate"
-                )
+            if bad_loss is None and not torch.isfinite(loss):
+                bad_loss = float(output.total.detach())
+            # backward even so: under DDP every process must join the gradient all-reduce
             scaler.scale(loss).backward()
             for name, value in output.parts.items():
-                sums[name] = sums.get(name, 0.0) + float(value) / loop.grad_accum
+                step_parts[name] = step_parts.get(name, 0.0) + float(value) / loop.grad_accum
             micro += 1
             if not last_micro:
                 continue
             micro = 0
-            scaler.step(optimizer)
-            scaler.update()
+            finite = bad_loss is None and (use_scaler or _grads_finite(optimizer))
+            if context.enabled:  # every process takes (or skips) the same steps
+                flag = torch.tensor(float(finite), device=device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                finite = bool(flag.item())
             step += 1
-            count += 1
             bar.update(1)
+            if finite:
+                scaler.step(optimizer)
+                scaler.update()
+                nonfinite_in_row = 0
+                count += 1
+                for name, value in step_parts.items():
+                    sums[name] = sums.get(name, 0.0) + value
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    for buffer, kept in zip(trainer.buffers(), buffers, strict=True):
+                        buffer.copy_(kept)
+                nonfinite_in_row += 1
+                skipped += 1
+                if nonfinite_in_row >= loop.max_nonfinite_steps:
+                    bar.close()
+                    raise stop(step - nonfinite_in_row + 1, step, bad_loss)
+                if context.is_main:
+                    what = f"loss {bad_loss}" if bad_loss is not None else "NaN/inf gradients"
+                    tqdm.write(
+                        f"{description}: warning: step {step}: {what}; step skipped "
+                        f"({nonfinite_in_row} in a row, stopping at "
+                        f"{loop.max_nonfinite_steps})",
+                        file=sys.stderr,
+                    )
             if loop.log_every_steps and (step % loop.log_every_steps == 0 or step == total_steps):
                 record = {"step": step, "epoch": epoch + 1, "lr": optim.lr * lr_factor}
                 record.update({k: v / count for k, v in sums.items()})
@@ -362,10 +440,13 @@ def fit(
                 "seconds": time.perf_counter() - started,
             }
             summary.update({k: v / max(epoch_count, 1) for k, v in epoch_sums.items()})
+            if skipped:
+                summary["nonfinite_steps"] = skipped
             append_jsonl(log_path, summary)
     if writer:
         writer.close()
     if context.is_main:
+        require_finite_weights(weights_path)
         save_weights(weights_path, trainer.model, fingerprint, meta)
     if context.enabled:
         torch.distributed.barrier()
