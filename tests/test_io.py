@@ -123,3 +123,49 @@ def test_decompression_bomb_warning_as_error_is_a_data_error(tmp_path):
         warnings.simplefilter("error")
         with pytest.raises(DataError, match="too many pixels"):
             load_image(path)
+
+
+class _Payload:
+    """Unpickling this would run ``touch`` on a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def write_weight_files(folder):
+    """A good weights file and four bad ones: a pickle payload, truncated, empty, text."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"w": torch.ones(2)}}, folder / "good.pt")
+    torch.save({"state_dict": _Payload(folder / "PWNED")}, folder / "payload.pt")
+    data = (folder / "good.pt").read_bytes()
+    (folder / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (folder / "empty.pt").write_bytes(b"")
+    (folder / "text.pt").write_text("hello\n")
+    return folder
+
+
+def test_tensor_files_load_and_bad_ones_are_refused_without_running_them(tmp_path):
+    from puzzlecam.io import load_tensor_file
+
+    folder = write_weight_files(tmp_path / "w")
+    assert load_tensor_file(folder / "good.pt", "fix")["state_dict"]["w"].sum() == 2
+    with pytest.raises(DataError) as caught:
+        load_tensor_file(folder / "payload.pt", "use a plain one")
+    message = str(caught.value)
+    assert message.startswith(f"{folder / 'payload.pt'}: not a plain weights file")
+    assert "was not loaded; use a plain one" in message and "system" in message
+    assert "weights_only" not in message and "False" not in message
+    assert not (folder / "PWNED").exists()
+    for name in ("truncated.pt", "empty.pt", "text.pt"):
+        with pytest.raises(DataError, match="cannot be read as a weights file") as caught:
+            load_tensor_file(folder / name, "fix")
+        assert caught.value.path.name == name and "weights_only" not in str(caught.value)
+    with pytest.raises(DataError, match="weights file not found; fix"):
+        load_tensor_file(folder / "missing.pt", "fix")

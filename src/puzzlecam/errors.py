@@ -15,7 +15,8 @@ class PuzzlecamError(Exception):
 
 
 class DataError(PuzzlecamError):
-    """A file of the data set is missing, unreadable or inconsistent."""
+    """A file (of the data set, or weights, predictions ...) is missing, unreadable or
+    inconsistent: ``str()`` is "path: problem; what to do"."""
 
     def __init__(self, path: str | Path, problem: str) -> None:
         self.path = Path(path)

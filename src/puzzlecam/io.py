@@ -28,6 +28,7 @@ __all__ = [
     "load_label_png",
     "save_npz",
     "load_npz",
+    "load_tensor_file",
     "write_json",
     "read_json",
     "append_jsonl",
@@ -192,6 +193,45 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
             return {key: data[key] for key in data.files}
     except (OSError, ValueError, EOFError) as error:
         raise DataError(path, f"cannot be read as an .npz file ({error})") from error
+
+
+def load_tensor_file(path: str | Path, fix: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers,
+    never code.
+
+    Raises DataError naming the file when it is missing, unreadable, truncated, or asks
+    for anything beyond tensors (a pickle payload: refused, never run); ``fix`` says what
+    to do instead. The message never repeats torch's advice to turn ``weights_only`` off.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"weights file not found; {fix}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's text suggests weights_only=False, i.e. running the file's code: keep
+        # only the lines that say what was refused
+        detail = "; ".join(
+            line.strip()
+            for line in str(error).splitlines()
+            if ("GLOBAL" in line or "nsupported" in line) and "weights_only" not in line
+        )
+        raise DataError(
+            path,
+            "not a plain weights file: it holds pickled Python objects, not only tensors"
+            f"{f' ({detail})' if detail else ''}, and was not loaded; {fix}",
+        ) from None
+    except Exception as error:  # noqa: BLE001 - a damaged file fails in many ways, all one answer
+        reason = str(error).split(". ")[0].strip() or type(error).__name__
+        if "weights_only" in reason:
+            reason = type(error).__name__
+        raise DataError(
+            path, f"cannot be read as a weights file ({reason}); it may be truncated; {fix}"
+        ) from error
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -8,7 +8,8 @@ import timm
 import torch
 from torch import nn
 
-from puzzlecam.errors import ConfigError
+from puzzlecam.errors import ConfigError, DataError
+from puzzlecam.io import load_tensor_file
 
 __all__ = ["load_pretrained", "efficientnet_lite0_state_dict", "LITE0_PACKAGE"]
 
@@ -52,19 +53,31 @@ def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
     return renamed
 
 
+_PRETRAINED_FIX = (
+    "`pretrained:` takes timm, none, efficientnet-lite0-package, or a state dict "
+    "(torch.save(model.state_dict(), 'x.pth') or a .safetensors file)"
+)
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise ConfigError(f"pretrained weights file not found: {path}")
+        raise ConfigError(f"pretrained weights file not found: {path}; {_PRETRAINED_FIX}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as error:
+            raise DataError(
+                path, f"cannot be read as a .safetensors file ({error}); {_PRETRAINED_FIX}"
+            ) from error
+    state = load_tensor_file(path, _PRETRAINED_FIX)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict):
-        raise ConfigError(f"{path}: expected a state dict of tensors")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(path, f"expected a state dict of tensors; {_PRETRAINED_FIX}")
     return state
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from puzzlecam.config import from_dict
-from puzzlecam.errors import ConfigError, RunDirError
+from puzzlecam.errors import ConfigError, DataError, RunDirError
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.segmenter import Segmenter
 from puzzlecam.training.loop import load_weights
@@ -79,5 +79,13 @@ def load_segmenter(
     backbone = dataclasses.replace(from_dict(BackboneConfig, meta["backbone"]), pretrained="none")
     classes = tuple(str(name) for name in meta["classes"])
     model = Segmenter(backbone, len(classes) + 1, meta["head_norm"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:  # keys or shapes of another model
+        first = str(error).splitlines()[0]
+        raise DataError(
+            path,
+            f"its weights do not fit the model its metadata describes ({first}); the file "
+            "was edited or mixed from two runs: use the run's own model.pt",
+        ) from error
     return model.to(device).eval(), classes

@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from puzzlecam.config import NOT_FINGERPRINTED, require
 from puzzlecam.data.loader import CheckedLoader
-from puzzlecam.errors import ConfigError, RunDirError, TrainingError
-from puzzlecam.io import append_jsonl, atomic_write, read_jsonl
+from puzzlecam.errors import ConfigError, DataError, RunDirError, TrainingError
+from puzzlecam.io import append_jsonl, atomic_write, load_tensor_file, read_jsonl
 from puzzlecam.training.distributed import DistContext, maybe_no_sync
 from puzzlecam.training.optim import OptimConfig, build_optimizer, set_poly_lr
 
@@ -136,13 +136,19 @@ def save_weights(path: Path, model: nn.Module, fingerprint: str, meta: dict | No
         torch.save(payload, handle)
 
 
+_OWN_WEIGHTS = (
+    "use a model.pt that puzzlecam wrote (runs/NAME/.../model.pt); a damaged one in a run "
+    "directory can be deleted to train that stage again"
+)
+
+
 def load_weights(path: Path) -> dict:
     """Read a weights file written by save_weights (no pickle: weights_only=True)."""
     if not Path(path).is_file():
         raise RunDirError(f"{path}: weights file not found (has the training stage finished?)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or "state_dict" not in payload:
-        raise RunDirError(f"{path}: not a puzzlecam weights file")
+    payload = load_tensor_file(path, _OWN_WEIGHTS)
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
+        raise DataError(path, f"not a puzzlecam weights file (no state_dict); {_OWN_WEIGHTS}")
     return payload
 
 
@@ -237,7 +243,10 @@ def fit(
 
     start_step = 0
     if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        fix = "delete it to start this training stage over"
+        state = load_tensor_file(checkpoint_path, fix)
+        if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
+            raise DataError(checkpoint_path, f"not a puzzlecam training checkpoint; {fix}")
         if state.get("fingerprint") != fingerprint:
             raise RunDirError(
                 f"{checkpoint_path} belongs to another configuration; use a new run directory "
