@@ -12,7 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from puzzlecam.constants import IMAGENET_MEAN, IMAGENET_STD
 from puzzlecam.errors import ConfigError
-from puzzlecam.models.pretrained import load_pretrained
+from puzzlecam.models.pretrained import download_failed, load_pretrained
 
 __all__ = [
     "BackboneConfig",
@@ -92,6 +92,10 @@ def create_backbone(config: BackboneConfig) -> nn.Module:
             f"timm model '{config.name}' does not support features_only with output_stride="
             f"{config.output_stride}: pick a CNN backbone ({error})"
         ) from error
+    except OSError as error:  # the hub's and urllib's network errors are OSErrors
+        if config.pretrained != "timm":
+            raise
+        raise download_failed(config.name, error) from error
     if config.pretrained not in ("timm", "none"):
         load_pretrained(model, config.name, config.pretrained)
     return model

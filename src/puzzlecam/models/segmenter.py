@@ -15,7 +15,7 @@ from puzzlecam.models.backbone import (
     backbone_normalization,
     freeze_batchnorm_stats,
 )
-from puzzlecam.models.pretrained import load_pretrained
+from puzzlecam.models.pretrained import download_failed, load_pretrained
 
 __all__ = ["Segmenter", "batchnorm_to_groupnorm"]
 
@@ -46,12 +46,17 @@ class Segmenter(nn.Module):
         self.norm_mode = backbone.norm
         mean, std = backbone_normalization(backbone.name)
         self.normalize = ImageNormalizer(mean, std)
-        self.network = smp.DeepLabV3Plus(
-            encoder_name=f"tu-{backbone.name}",
-            encoder_weights="imagenet" if backbone.pretrained == "timm" else None,
-            encoder_output_stride=backbone.output_stride,
-            classes=num_labels,
-        )
+        try:
+            self.network = smp.DeepLabV3Plus(
+                encoder_name=f"tu-{backbone.name}",
+                encoder_weights="imagenet" if backbone.pretrained == "timm" else None,
+                encoder_output_stride=backbone.output_stride,
+                classes=num_labels,
+            )
+        except OSError as error:  # the hub's and urllib's network errors are OSErrors
+            if backbone.pretrained != "timm":
+                raise
+            raise download_failed(backbone.name, error) from error
         if backbone.pretrained not in ("timm", "none"):
             load_pretrained(self.network.encoder.model, backbone.name, backbone.pretrained)
         if head_norm == "group":
