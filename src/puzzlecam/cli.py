@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import os
 import sys
 from pathlib import Path
+from typing import Literal
 
-from puzzlecam.errors import PuzzlecamError
+from puzzlecam.errors import ConfigError, DataError, PuzzlecamError
 
 PIPELINE_COMMANDS = {
     "data": "read the data set (and build the demo benchmark when configured)",
@@ -97,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--thresholds", type=float, nargs="+", help="background thresholds (score files)"
     )
+    evaluate.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to score when a ground-truth image has no prediction (default: warn, "
+        "score the others and list them in the JSON)",
+    )
     evaluate.add_argument("--no-progress", action="store_true")
     _add_predict_commands(commands)
     return parser
@@ -184,7 +193,6 @@ def _add_predict_commands(commands: argparse._SubParsersAction) -> None:
 def _predict_config(args: argparse.Namespace):
     from dataclasses import replace
 
-    from puzzlecam.errors import ConfigError
     from puzzlecam.pipeline.config import PredictConfig, load_run_config
 
     run_config = Path(args.model) / "config.yaml"
@@ -196,14 +204,40 @@ def _predict_config(args: argparse.Namespace):
         "max_long_side": args.max_long_side,
         "batch_size": args.batch_size,
     }
-    config = replace(base, **{k: v for k, v in changes.items() if v is not None})
-    if not config.scales or min(config.scales) <= 0:
-        raise ConfigError(f"--scales must be positive numbers, got {list(config.scales)}")
-    if config.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")
-    if config.max_long_side < 32:
-        raise ConfigError(f"--max-long-side must be at least 32, got {config.max_long_side}")
-    return config
+    if args.scales is not None and not all(0 < s <= 8 for s in args.scales):
+        raise ConfigError(f"--scales: every scale must be in (0, 8], got {args.scales}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_long_side is not None and args.max_long_side < 32:
+        raise ConfigError(f"--max-long-side must be at least 32, got {args.max_long_side}")
+    return replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+def check_output(
+    path: Path, kind: Literal["file", "folder"], example: str = "", option: str = "--out"
+) -> None:
+    """Refuse ``option`` (``--out``) before any slow work when it cannot be written as
+    ``kind``: a folder that is a file, a file that is a folder, a path under a file, or a
+    place this user may not write. ``example`` is a file name to suggest inside a folder."""
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise DataError(
+            path, f"{option} is an existing file, but it must be a folder; name a folder instead"
+        )
+    if kind == "file" and path.is_dir():
+        inside = f", e.g. {option} {path / example}" if example else ""
+        raise DataError(
+            path, f"{option} is a folder, but it must be a file; name the file to write{inside}"
+        )
+    existing = path if kind == "folder" else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DataError(
+            existing,
+            f"is a file, so {option} {path} cannot be created under it; choose another {option}",
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(existing, f"is not writable, so {option} {path} cannot be written there")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -211,10 +245,11 @@ def _predict(args: argparse.Namespace) -> int:
     from puzzlecam.segmentation.predict import collect_images, predict_images
     from puzzlecam.training.distributed import resolve_device
 
+    check_output(args.out, "folder")
+    device = resolve_device(args.device)
     weights = resolve_weights(args.model, args.variant)
     config = _predict_config(args)
     paths = collect_images(args.images)
-    device = resolve_device(args.device)
     model, classes = load_segmenter(weights, device)
     print(
         f"predict: {len(paths)} file(s) with {weights} ({len(classes)} classes) on {device}; "
@@ -245,7 +280,13 @@ def _check_image(size: tuple[int, int]):
 def _export_onnx(args: argparse.Namespace) -> int:
     from puzzlecam.segmentation.export import DEFAULT_OPSET, check_onnx, export_onnx
     from puzzlecam.segmentation.model_io import load_segmenter, resolve_weights
+    from puzzlecam.segmentation.predict import image_array
 
+    # everything the slow export and check need, checked first
+    check_output(args.out, "file", "model.onnx")
+    if min(args.size) < 32:
+        raise ConfigError(f"--size must be at least 32 32 (H W), got {list(args.size)}")
+    image = image_array(args.check_image) if args.check_image else _check_image(tuple(args.size))
     weights = resolve_weights(args.model, args.variant)
     model, classes = load_segmenter(weights, "cpu")
     opset = args.opset or DEFAULT_OPSET
@@ -260,7 +301,6 @@ def _export_onnx(args: argparse.Namespace) -> int:
         f"'images' {args.input_dtype} (batch, 3, height, width) in 0..255, output 'logits' "
         f"(batch, {len(classes) + 1}, height, width), label = argmax over dim 1"
     )
-    image = args.check_image if args.check_image else _check_image(tuple(args.size))
     check = check_onnx(model, args.out, image)
     print(f"export-onnx: {check.message}")
     return 1 if check.passed is False else 0
@@ -277,6 +317,7 @@ def _run_context(args: argparse.Namespace, preset: str | None = None):
         overrides.append(f"device={args.device}")
     config = load_run_config(args.config or preset, tuple(overrides))
     run_dir = RunDir(args.run_dir or Path("runs") / config.name)
+    check_output(run_dir.root, "folder", option="--run-dir")
     context = init_distributed(config.device)
     if context.is_main:
         run_dir.bind(config)
@@ -335,7 +376,17 @@ def _eval(args: argparse.Namespace) -> int:
     from puzzlecam.constants import VOC_CLASSES
     from puzzlecam.data.classes import read_class_list
     from puzzlecam.metrics.evaluate import evaluate_directory, format_table, write_result
+    from puzzlecam.metrics.sweep import check_thresholds
 
+    if args.out:
+        check_output(args.out, "file", "eval.json")
+    if args.thresholds is not None:
+        try:
+            check_thresholds(args.thresholds)
+        except ValueError as error:
+            raise ConfigError(f"--thresholds: {error}") from error
+        if not all(0 < t < 1 for t in args.thresholds):
+            raise ConfigError(f"--thresholds must lie between 0 and 1, got {args.thresholds}")
     if args.classes:
         classes = read_class_list(args.classes)
     elif (args.gt.parent / "classes.txt").is_file():
@@ -343,7 +394,12 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         classes = VOC_CLASSES
     result = evaluate_directory(
-        args.pred, args.gt, classes, thresholds=args.thresholds, progress=not args.no_progress
+        args.pred,
+        args.gt,
+        classes,
+        thresholds=args.thresholds,
+        progress=not args.no_progress,
+        strict=args.strict,
     )
     print(format_table(result, classes))
     if args.out:
@@ -352,8 +408,40 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+_OUT_OF_MEMORY = (
+    "out of memory; lower the batch size (the stage's loop.batch_size, with grad_accum to "
+    "keep the global batch, or cams.batch_size / predict.batch_size), the image sizes, or "
+    "use --device cpu"
+)
+
+
+def _error(command: str, message: str) -> int:
+    """Print the one-line error of a failure the user can fix; exit status 2."""
+    print(f"puzzlecam {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+@contextlib.contextmanager
+def _warnings_on_stderr(command: str):
+    """The package's logged warnings as ``puzzlecam CMD: warning: ...`` lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"puzzlecam {command}: warning: %(message)s"))
+    logger = logging.getLogger("puzzlecam")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _warnings_on_stderr(args.command):
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             return _pipeline(args, None)
@@ -374,8 +462,21 @@ def main(argv: list[str] | None = None) -> int:
             return _export_onnx(args)
         return _pipeline(args, [args.command])
     except PuzzlecamError as error:
-        print(f"puzzlecam {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return _error(args.command, str(error))
+    except OSError as error:  # the system refused a read or write: a path, space, permissions
+        where = f"{error.filename}: " if error.filename else ""
+        reason = error.strerror or str(error) or type(error).__name__
+        return _error(
+            args.command,
+            f"{where}{reason}; check that the path exists and is writable and that the disk "
+            "has space",
+        )
+    except MemoryError:
+        return _error(args.command, _OUT_OF_MEMORY)
+    except RuntimeError as error:
+        if type(error).__name__ != "OutOfMemoryError":  # torch's (CUDA) out-of-memory
+            raise
+        return _error(args.command, _OUT_OF_MEMORY)
     except KeyboardInterrupt:
         print(
             f"\npuzzlecam {args.command}: interrupted; run the same command again to resume",

@@ -226,7 +226,9 @@ def load_tensor_file(path: str | Path, fix: str) -> Any:
             f"{f' ({detail})' if detail else ''}, and was not loaded; {fix}",
         ) from None
     except Exception as error:  # noqa: BLE001 - a damaged file fails in many ways, all one answer
-        reason = str(error).split(". ")[0].strip() or type(error).__name__
+        reason = str(error).split(". ")[0].strip()
+        if not isinstance(error, (RuntimeError, OSError)) or not reason:
+            reason = f"unexpected content, {type(error).__name__}"
         if "weights_only" in reason:
             reason = type(error).__name__
         raise DataError(

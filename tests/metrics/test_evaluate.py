@@ -201,3 +201,25 @@ def test_class_names_must_be_foreground_only(data):
     root, *_ = data
     with pytest.raises(ValueError, match="foreground"):
         evaluate_directory(root / "labels", root / "gt", ("background", *CLASSES))
+
+
+def test_ground_truth_without_prediction_is_reported_or_refused(data, caplog, tmp_path):
+    root, *_ = data
+    (root / "labels" / "b.png").unlink()
+    with caplog.at_level(logging.WARNING):
+        result = evaluate_directory(root / "labels", root / "gt", CLASSES, progress=False)
+    assert result.num_images == 2 and result.missing == ("b",)
+    assert "1 of the 3 ground-truth images" in caplog.text and "b" in caplog.text
+    summary = result.to_dict()
+    assert summary["num_missing_predictions"] == 1 and summary["missing_predictions"] == ["b"]
+    assert "not scored: 1 ground-truth image(s) without a prediction: b" in format_table(result)
+    with pytest.raises(DataError) as caught:
+        evaluate_directory(root / "labels", root / "gt", CLASSES, progress=False, strict=True)
+    assert caught.value.path == root / "labels"
+    assert (
+        "1 of the 3 ground-truth images" in caught.value.problem and ": b;" in caught.value.problem
+    )
+    complete = evaluate_directory(
+        root / "scores", root / "gt", CLASSES, progress=False, strict=True
+    )
+    assert complete.missing == () and complete.to_dict()["missing_predictions"] == []

@@ -67,7 +67,8 @@ class EvaluationResult:
 
     ``scores`` holds the scores at the chosen threshold (score files) or of the label
     maps (PNGs); ``sweep`` one ``SegmentationScores`` per entry of ``thresholds``
-    (both empty for PNGs). ``skipped`` are predictions that had no ground truth.
+    (both empty for PNGs). ``skipped`` are predictions that had no ground truth;
+    ``missing`` ground-truth images that had no prediction (not scored).
     Values inside are fractions; ``to_dict`` gives IoU/mIoU in percent.
     """
 
@@ -81,6 +82,7 @@ class EvaluationResult:
     skipped: tuple[str, ...]
     pred_dir: str
     gt_dir: str
+    missing: tuple[str, ...] = ()
 
     @property
     def miou(self) -> float:
@@ -92,8 +94,9 @@ class EvaluationResult:
 
         Keys: kind, miou, threshold (null for PNGs), miou_foreground, fp, fn (means over
         the foreground classes), pixel_accuracy, num_images, num_pixels, num_skipped,
-        skipped, pred_dir, gt_dir, sweep (list of {threshold, miou, fp, fn}), per_class
-        ({name: {iou, precision, recall, fp, fn, gt_pixels, pred_pixels}}).
+        skipped, num_missing_predictions, missing_predictions, pred_dir, gt_dir, sweep
+        (list of {threshold, miou, fp, fn}), per_class ({name: {iou, precision, recall,
+        fp, fn, gt_pixels, pred_pixels}}).
         """
         summary = self.scores.to_dict(self.class_names)
         sweep = []
@@ -119,6 +122,8 @@ class EvaluationResult:
             "num_pixels": summary["num_pixels"],
             "num_skipped": len(self.skipped),
             "skipped": list(self.skipped),
+            "num_missing_predictions": len(self.missing),
+            "missing_predictions": list(self.missing),
             "pred_dir": self.pred_dir,
             "gt_dir": self.gt_dir,
             "sweep": sweep,
@@ -256,6 +261,7 @@ def evaluate_directory(
     *,
     progress: bool = True,
     num_workers: int | None = None,
+    strict: bool = False,
 ) -> EvaluationResult:
     """Score every prediction in ``pred_dir`` against ``gt_dir/{id}.png``.
 
@@ -273,6 +279,8 @@ def evaluate_directory(
     Raises DataError for a missing prediction of a listed id, mixed formats, a size
     mismatch, a gt value outside {0..C, 255}, an unreadable file, or nothing to score.
     Predictions without ground truth are skipped, logged and listed in the result.
+    Without ``image_ids``, ground-truth images without a prediction are logged and listed
+    in ``missing`` (the scores cover the others), or a DataError when ``strict``.
     """
     names = tuple(class_names)
     if not names:
@@ -302,8 +310,23 @@ def evaluate_directory(
             raise DataError(gt_dir, "ground-truth folder not found")
         gt_files = _files_by_suffix(gt_dir, ".png")
 
+    missing: tuple[str, ...] = ()
     if image_ids is None:
         ids = sorted(predictions)
+        missing = tuple(sorted(set(gt_files) - set(predictions)))
+        where = f"{len(missing)} of the {len(gt_files)} ground-truth images in {gt_dir}"
+        if missing and strict:
+            raise DataError(
+                pred_dir,
+                f"{where} have no prediction ({{id}}{_SUFFIX[kind]}): {_listing(missing)}; "
+                "predict every image, or leave out strict (eval --strict) to score the "
+                f"{len(gt_files) - len(missing)} present",
+            )
+        if missing:
+            logger.warning(
+                "%s have no prediction in %s and are not scored: %s",
+                where, pred_dir, _listing(missing),
+            )  # fmt: skip
     else:
         ids = list(dict.fromkeys(image_ids))  # ordered, duplicates would count twice
         missing = [image_id for image_id in ids if image_id not in predictions]
@@ -364,6 +387,7 @@ def evaluate_directory(
         skipped=skipped,
         pred_dir=str(pred_dir),
         gt_dir=str(gt_dir),
+        missing=missing,
     )
 
 
@@ -407,6 +431,12 @@ def format_table(result: EvaluationResult, class_names: Sequence[str] | None = N
         lines.append(
             f"skipped {len(result.skipped)} prediction(s) with no ground truth: "
             f"{_listing(result.skipped)}"
+        )
+    if result.missing:
+        lines.append("")
+        lines.append(
+            f"not scored: {len(result.missing)} ground-truth image(s) without a prediction: "
+            f"{_listing(result.missing)}"
         )
     return "\n".join(lines)
 
