@@ -335,3 +335,32 @@ def test_os_errors_and_out_of_memory_are_one_line(capsys, monkeypatch):
     monkeypatch.setattr(cli, "_eval", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["eval", "--pred", "p", "--gt", "g"])
+
+
+def test_text_files_that_are_not_utf8_are_named(folder_data, tmp_path, capsys):
+    labels = folder_data / "labels.csv"
+    labels.write_bytes(labels.read_bytes().replace(b"train-00,", b"train-\xe9,"))
+    line = fails(capsys, ["data", *run_args(tmp_path)[1:]])
+    assert f"error: {labels}: is not UTF-8 text (byte 0xe9" in line and "UTF-8 encoding" in line
+
+    config = tmp_path / "mine.yaml"
+    config.write_bytes(b"name: caf\xe9\n")
+    line = fails(capsys, ["data", "--config", str(config)])
+    assert f"error: {config}: not UTF-8 text" in line
+
+
+def test_damaged_config_of_a_run_is_named(folder_data, tmp_path, capsys):
+    args = ["data", *run_args(tmp_path)[1:]]
+    assert main(args) == 0
+    (tmp_path / "run" / "config.yaml").write_text("name: [unclosed\n")
+    line = fails(capsys, args)
+    assert f"error: {tmp_path / 'run' / 'config.yaml'}: not a readable config" in line
+
+
+def test_a_killed_data_worker_is_one_line(capsys, monkeypatch):
+    def killed(args):
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+
+    monkeypatch.setattr(cli, "_eval", killed)
+    line = fails(capsys, ["eval", "--pred", "p", "--gt", "g"])
+    assert "DataLoader worker (pid 4242) is killed" in line and "num_workers" in line

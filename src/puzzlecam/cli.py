@@ -474,9 +474,16 @@ def _main(args: argparse.Namespace) -> int:
     except MemoryError:
         return _error(args.command, _OUT_OF_MEMORY)
     except RuntimeError as error:
-        if type(error).__name__ != "OutOfMemoryError":  # torch's (CUDA) out-of-memory
-            raise
-        return _error(args.command, _OUT_OF_MEMORY)
+        if type(error).__name__ == "OutOfMemoryError":  # torch's (CUDA) out-of-memory
+            return _error(args.command, _OUT_OF_MEMORY)
+        if "DataLoader worker" in str(error) and "killed by signal" in str(error):
+            return _error(
+                args.command,
+                f"{str(error).splitlines()[0]}; the system usually kills a worker when memory "
+                "runs out: lower the stage's loop.num_workers (or cams.num_workers) or its "
+                "batch size",
+            )
+        raise
     except KeyboardInterrupt:
         print(
             f"\npuzzlecam {args.command}: interrupted; run the same command again to resume",

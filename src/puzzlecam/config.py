@@ -189,8 +189,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text; save the config with the UTF-8 encoding"
+        ) from error
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML ({error})") from error
+        raise ConfigError(f"{path}: invalid YAML ({' '.join(str(error).split())})") from error
     if data is None:
         return {}
     if not isinstance(data, dict):

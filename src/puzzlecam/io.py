@@ -31,6 +31,8 @@ __all__ = [
     "load_tensor_file",
     "write_json",
     "read_json",
+    "read_text",
+    "not_utf8",
     "append_jsonl",
     "read_jsonl",
     "voc_palette",
@@ -236,6 +238,23 @@ def load_tensor_file(path: str | Path, fix: str) -> Any:
         ) from error
 
 
+def not_utf8(path: str | Path, error: UnicodeDecodeError) -> DataError:
+    """The DataError for a text file that is not UTF-8."""
+    return DataError(
+        path,
+        f"is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+        "save it with the UTF-8 encoding",
+    )
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's content; DataError naming the file when it is not UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise not_utf8(path, error) from error
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON (indented, keys in insertion order), atomically."""
     text = json.dumps(data, indent=2) + "\n"
@@ -246,7 +265,7 @@ def write_json(path: str | Path, data: Any) -> None:
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except FileNotFoundError as error:
         raise DataError(path, "JSON file not found") from error
     except json.JSONDecodeError as error:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from puzzlecam.constants import BACKGROUND
 from puzzlecam.errors import DataError
+from puzzlecam.io import read_text
 
 __all__ = ["read_class_list", "resolve_classes"]
 
@@ -19,9 +20,7 @@ def read_class_list(path: str | Path) -> tuple[str, ...]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "class list not found")
-    names = [
-        line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()
-    ]
+    names = [line.split("#", 1)[0].strip() for line in read_text(path).splitlines()]
     names = [name for name in names if name]
     if names and names[0].lower() == BACKGROUND:
         names = names[1:]

@@ -27,6 +27,7 @@ from puzzlecam.data.classes import resolve_classes
 from puzzlecam.data.ids import check_image_id, id_path
 from puzzlecam.data.samples import Sample, SplitData
 from puzzlecam.errors import DataError
+from puzzlecam.io import not_utf8
 
 __all__ = ["read_folder"]
 
@@ -63,14 +64,17 @@ def read_folder(root: str | Path, split: str, classes: Sequence[str] | None = No
     class_names = resolve_classes(root, classes)
     class_index = {name: index for index, name in enumerate(class_names)}
 
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        if "image_id" not in columns or "tags" not in columns:
-            raise DataError(
-                csv_path, f"header must have image_id and tags columns, found {columns}"
-            )
-        rows = list(enumerate(reader, start=2))
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            if "image_id" not in columns or "tags" not in columns:
+                raise DataError(
+                    csv_path, f"header must have image_id and tags columns, found {columns}"
+                )
+            rows = list(enumerate(reader, start=2))
+    except UnicodeDecodeError as error:
+        raise not_utf8(csv_path, error) from error
 
     samples, skipped, missing = [], [], []
     stems: dict[str, tuple[int, str]] = {}  # stem key -> (line, id) of its first row

@@ -23,7 +23,7 @@ from puzzlecam.data.classes import resolve_classes
 from puzzlecam.data.ids import check_image_id, id_path
 from puzzlecam.data.samples import Sample, SplitData
 from puzzlecam.errors import DataError
-from puzzlecam.io import load_label_png
+from puzzlecam.io import load_label_png, read_text
 
 __all__ = ["read_voc", "voc_split_exists"]
 
@@ -44,7 +44,7 @@ def voc_split_exists(root: str | Path, split: str) -> bool:
 def _read_ids(path: Path) -> list[str]:
     """The first field of each non-empty line, each checked to be an image id (a name)."""
     ids = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         fields = line.split()
         if fields:
             ids.append(check_image_id(fields[0], path, f"line {number}", "JPEGImages/"))

@@ -31,7 +31,7 @@ import yaml
 
 from puzzlecam.config import config_hash, dump_yaml, fingerprint_data, from_dict
 from puzzlecam.errors import ConfigError, RunDirError
-from puzzlecam.io import atomic_write, read_json, write_json
+from puzzlecam.io import atomic_write, read_json, read_text, write_json
 
 __all__ = ["RunDir", "claim_output_dir"]
 
@@ -62,7 +62,14 @@ class RunDir:
         what the run was started with.
         """
         if self.config_path.is_file():
-            existing = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+            try:
+                existing = yaml.safe_load(read_text(self.config_path)) or {}
+            except yaml.YAMLError as error:
+                raise RunDirError(
+                    f"{self.config_path}: not a readable config ({' '.join(str(error).split())}); "
+                    "restore it, or "
+                    "use another --run-dir"
+                ) from error
             # a config written before a setting existed reads as that setting's default
             with contextlib.suppress(ConfigError):
                 existing = fingerprint_data(from_dict(type(config), existing))
