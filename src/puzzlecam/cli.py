@@ -479,7 +479,7 @@ def _main(args: argparse.Namespace) -> int:
         if "DataLoader worker" in str(error) and "killed by signal" in str(error):
             return _error(
                 args.command,
-                f"{str(error).splitlines()[0]}; the system usually kills a worker when memory "
+                f"{str(error).splitlines()[0].rstrip('. ')}; the system usually kills a worker when memory "
                 "runs out: lower the stage's loop.num_workers (or cams.num_workers) or its "
                 "batch size",
             )

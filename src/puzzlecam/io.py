@@ -130,7 +130,11 @@ def load_image(path: str | Path) -> Image.Image:
     except DECOMPRESSION_BOMB as error:
         raise DataError(path, _bomb_problem(error)) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(path, f"cannot be read as an image ({error})") from error
+        raise DataError(
+            path,
+            f"cannot be read as an image ({error}); replace the file or leave it out of the "
+            "data set",
+        ) from error
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         image = _to_8bit(image)
     if image.mode == "P" and "transparency" in image.info:
