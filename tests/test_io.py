@@ -5,6 +5,7 @@ from PIL import Image
 from puzzlecam.errors import DataError
 from puzzlecam.io import (
     atomic_write,
+    image_size,
     load_image,
     load_label_png,
     load_npz,
@@ -58,12 +59,27 @@ def test_rgba_transparent_pixels_become_white(tmp_path):
     assert rgb[0, 0].tolist() == [255, 0, 0] and rgb[1, 1].tolist() == [255, 255, 255]
 
 
-def test_exif_rotation_is_applied(tmp_path):
-    path = tmp_path / "rotated.jpg"
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_exif_rotation_is_applied(tmp_path, suffix):
+    path = tmp_path / f"rotated{suffix}"
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
     Image.new("RGB", (40, 20)).save(path, exif=exif)
     assert load_image(path).size == (20, 40)
+    assert image_size(path) == (40, 20)  # (H, W) as load_image gives it, from the header
+
+
+def test_image_size_reads_the_header_only(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(DataError, match="broken.jpg: cannot be read as an image"):
+        image_size(bad)
+    with pytest.raises(DataError, match="nothere.jpg: image file not found"):
+        image_size(tmp_path / "nothere.jpg")
+    truncated = tmp_path / "truncated.png"
+    Image.fromarray(np.full((64, 48, 3), 7, np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    assert image_size(truncated) == (64, 48)  # its header is whole: a cheap check passes it
 
 
 def test_label_png_round_trip_and_rgb_rejected(tmp_path):
@@ -105,7 +121,7 @@ def write_bomb_png(path, width=40_000, height=40_000):
     return path
 
 
-@pytest.mark.parametrize("reader", [load_image, load_label_png])
+@pytest.mark.parametrize("reader", [load_image, load_label_png, image_size])
 def test_decompression_bomb_is_a_data_error_naming_the_file(tmp_path, reader):
     path = write_bomb_png(tmp_path / "bomb.png")
     with pytest.raises(DataError) as caught:

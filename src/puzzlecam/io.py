@@ -24,6 +24,7 @@ __all__ = [
     "atomic_write",
     "DECOMPRESSION_BOMB",
     "load_image",
+    "image_size",
     "save_label_png",
     "load_label_png",
     "save_npz",
@@ -148,6 +149,47 @@ def load_image(path: str | Path) -> Image.Image:
     return image
 
 
+# EXIF orientations that turn the picture by 90 degrees (load_image applies them)
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def _header_exif(image: Image.Image) -> Image.Exif:
+    """The EXIF data found while opening: PNG's ``getexif`` decodes the whole image to
+    look for an eXIf chunk after the pixels (rare; PNG's EXIF comes before them)."""
+    if image.format != "PNG":
+        return image.getexif()
+    exif = Image.Exif()
+    if raw := image.info.get("exif"):
+        exif.load(raw)
+    return exif
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """The (H, W) ``load_image`` would give, from the file's header alone (no decode).
+
+    Raises the DataError ``load_image`` raises for a missing file, a file that is not an
+    image and a decompression bomb; a file truncated after its header passes here.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "image file not found")
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            orientation = _header_exif(opened).get(0x0112)  # EXIF Orientation
+    except DECOMPRESSION_BOMB as error:
+        raise DataError(path, _bomb_problem(error)) from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(
+            path,
+            f"cannot be read as an image ({error}); replace the file or leave it out of the "
+            "data set",
+        ) from error
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        return width, height
+    return height, width
+
+
 def save_label_png(path: str | Path, labels: np.ndarray) -> None:
     """Write an ``(H, W)`` uint8 label map as a VOC-palette PNG, atomically."""
     if labels.ndim != 2:
@@ -259,9 +301,10 @@ def read_text(path: str | Path) -> str:
         raise not_utf8(path, error) from error
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON (indented, keys in insertion order), atomically."""
-    text = json.dumps(data, indent=2) + "\n"
+def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
+    """Write JSON (indented, keys in insertion order; ``indent=None``: compact, for large
+    tables), atomically."""
+    text = json.dumps(data, indent=indent) + "\n"
     with atomic_write(path) as handle:
         handle.write(text.encode("utf-8"))
 
