@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,15 @@ from puzzlecam.constants import IGNORE_INDEX
 from puzzlecam.errors import DataError
 from puzzlecam.io import load_label_png
 
-__all__ = ["Sample", "SplitData", "tags_to_vector", "load_mask", "check_mask"]
+__all__ = [
+    "Sample",
+    "SplitData",
+    "tags_to_vector",
+    "load_mask",
+    "check_mask",
+    "mask_size_problem",
+    "mask_values_problem",
+]
 
 
 @dataclass(frozen=True)
@@ -63,24 +72,36 @@ def tags_to_vector(tags: tuple[int, ...], num_classes: int) -> np.ndarray:
     return vector
 
 
+def mask_size_problem(shape: tuple[int, ...], size: tuple[int, int]) -> str | None:
+    """Why a mask of (H, W) ``shape`` does not fit its image of (H, W) ``size`` (None: it does)."""
+    if tuple(shape) == tuple(size):
+        return None
+    return (
+        f"mask is {shape[1]}x{shape[0]} (WxH) but its image is "
+        f"{size[1]}x{size[0]}; masks must have their image's size"
+    )
+
+
+def mask_values_problem(values: Iterable[int], num_classes: int) -> str | None:
+    """Why a mask holding ``values`` is not a label map of ``num_classes`` (None: it is)."""
+    bad = sorted(int(v) for v in values if v > num_classes and v != IGNORE_INDEX)
+    if not bad:
+        return None
+    return (
+        f"mask has values {bad} outside the classes (valid: 0 = background, "
+        f"1..{num_classes}, {IGNORE_INDEX} = ignore)"
+    )
+
+
 def check_mask(
     mask: np.ndarray, num_classes: int, path: str | Path, size: tuple[int, int] | None = None
 ) -> np.ndarray:
     """Validate an (H, W) label map: values in {0..C, 255}, and (H, W) == size when given."""
-    if size is not None and mask.shape != tuple(size):
-        raise DataError(
-            path,
-            f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
-            f"{size[1]}x{size[0]}; masks must have their image's size",
-        )
-    values = np.unique(mask)
-    bad = values[(values > num_classes) & (values != IGNORE_INDEX)]
-    if bad.size:
-        raise DataError(
-            path,
-            f"mask has values {bad.tolist()} outside the classes (valid: 0 = background, "
-            f"1..{num_classes}, {IGNORE_INDEX} = ignore)",
-        )
+    problem = (mask_size_problem(mask.shape, size) if size is not None else None) or (
+        mask_values_problem(np.unique(mask).tolist(), num_classes)
+    )
+    if problem:
+        raise DataError(path, problem)
     return mask
 
 
