@@ -6,7 +6,7 @@ import yaml
 
 from puzzlecam.errors import RunDirError
 from puzzlecam.pipeline.config import load_run_config
-from puzzlecam.pipeline.run_dir import RunDir
+from puzzlecam.pipeline.run_dir import RunDir, claim_output_dir, reclaim_output_dir
 
 
 def test_a_config_written_before_a_new_setting_still_binds(tmp_path):
@@ -38,3 +38,27 @@ def test_device_is_not_part_of_the_run(tmp_path):
         run.bind(load_run_config("demo", ("device=cpu", "rw.beta=8")))
     changes = str(caught.value).split("changed settings:")[1]
     assert "rw.beta: 10.0 -> 8.0" in changes and "device" not in changes
+
+
+def test_outputs_of_other_inputs_are_removed_before_a_stage_runs_again(tmp_path):
+    folder = tmp_path / "cams"
+    claim_output_dir(folder, "old")
+    (folder / "a.npz").write_bytes(b"x")
+    with pytest.raises(RunDirError, match="other inputs"):
+        claim_output_dir(folder, "new")  # a stage on its own never mixes outputs
+    # the runner, for a stage about to run with "new": the old outputs go
+    assert reclaim_output_dir(folder, "new", finished_before=True)
+    assert sorted(p.name for p in folder.iterdir()) == [".fingerprint"]
+    # an interrupted run of "new" keeps what it wrote
+    (folder / "b.npz").write_bytes(b"y")
+    assert not reclaim_output_dir(folder, "new", finished_before=True)
+    assert (folder / "b.npz").is_file()
+    # a folder written before markers: removed only when the stage finished with others
+    legacy = tmp_path / "classifier"
+    legacy.mkdir()
+    (legacy / "checkpoint.pt").write_bytes(b"z")
+    assert not reclaim_output_dir(legacy, "new", finished_before=False)
+    assert (legacy / "checkpoint.pt").is_file()
+    (legacy / ".fingerprint").unlink()
+    assert reclaim_output_dir(legacy, "new", finished_before=True)
+    assert not (legacy / "checkpoint.pt").exists()

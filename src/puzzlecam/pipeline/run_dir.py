@@ -4,8 +4,11 @@ runs/NAME/
   config.yaml           the resolved config (the run belongs to it)
   manifest.json         stage -> {fingerprint, seconds, finished}
   metrics.json          method -> split -> scores (mIoU in percent)
+  data_signature.json   per split: the data's signature and per-id table (ids, tags,
+                        file sizes and mtimes), to see what changed since the last run
+  data_check.json       the data check's cache: per file (size, mtime_ns) -> what it found
   classifier/{method}/  model.pt, checkpoint.pt, metrics.jsonl
-  cams/{method}/{split}/{id}.npz, {split}_overlays/
+  cams/{method}/{split}/{id}.npz, cams/{method}/{split}_overlays/
   affinity_labels/{method}/train/{id}.png
   affinitynet/{method}/ model.pt, checkpoint.pt, metrics.jsonl
   rw/{method}/{split}/{id}.npz
@@ -22,6 +25,7 @@ plain_cam branch exists when train_cls.baseline_plain_cam is set.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,7 +37,7 @@ from puzzlecam.config import config_hash, dump_yaml, fingerprint_data, from_dict
 from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.io import atomic_write, read_json, read_text, write_json
 
-__all__ = ["RunDir", "claim_output_dir"]
+__all__ = ["RunDir", "claim_output_dir", "reclaim_output_dir"]
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -140,12 +144,33 @@ class RunDir:
         metrics.setdefault(method, {})[split] = values
         write_json(self.metrics_path, metrics)
 
+    def drop_metrics(self, method: str, split: str) -> None:
+        """Forget a score that no longer holds (e.g. its split has no masks any more)."""
+        metrics = self.metrics()
+        if split in metrics.get(method, {}):
+            del metrics[method][split]
+            if not metrics[method]:
+                del metrics[method]
+            write_json(self.metrics_path, metrics)
+
+    # --- the data the run was made from ---------------------------------------------------
+    @property
+    def data_signature_path(self) -> Path:
+        return self.root / "data_signature.json"
+
+    @property
+    def data_check_path(self) -> Path:
+        return self.root / "data_check.json"
+
     # --- paths ----------------------------------------------------------------------------
     def classifier_dir(self, method: str) -> Path:
         return self.root / "classifier" / method
 
     def cams_dir(self, method: str, split: str) -> Path:
         return self.root / "cams" / method / split
+
+    def cam_overlays_dir(self, method: str, split: str) -> Path:
+        return self.root / "cams" / method / f"{split}_overlays"
 
     def affinity_labels_dir(self, method: str, split: str) -> Path:
         return self.root / "affinity_labels" / method / split
@@ -189,3 +214,20 @@ def claim_output_dir(directory: Path, fingerprint: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_write(marker) as handle:
         handle.write(fingerprint.encode("utf-8"))
+
+
+def reclaim_output_dir(directory: Path, fingerprint: str, finished_before: bool) -> bool:
+    """Claim ``directory`` for a stage about to run with ``fingerprint``, removing first what
+    it holds from other inputs (e.g. data that changed since): outputs marked with another
+    fingerprint, or, in a folder written before markers were, anything when the stage had
+    finished with another fingerprint (``finished_before``). Outputs of this fingerprint
+    (an interrupted run) are kept. Returns whether anything was removed."""
+    marker = directory / ".fingerprint"
+    if marker.is_file():
+        stale = marker.read_text(encoding="utf-8").strip() != fingerprint
+    else:
+        stale = finished_before and directory.is_dir()
+    if stale:
+        shutil.rmtree(directory)
+    claim_output_dir(directory, fingerprint)
+    return stale

@@ -4,9 +4,11 @@ when interrupted (stages write atomically and skip finished files), timed."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 from puzzlecam.config import config_hash
@@ -22,9 +24,15 @@ from puzzlecam.pipeline.branches import (
 )
 from puzzlecam.pipeline.config import RunConfig
 from puzzlecam.pipeline.context import RunContext
+from puzzlecam.pipeline.data_check import DataState, prepare_data
+from puzzlecam.pipeline.run_dir import RunDir, reclaim_output_dir
 from puzzlecam.training.distributed import barrier
 
 __all__ = ["Stage", "plan_stages", "stage_fingerprints", "run_pipeline", "format_summary"]
+
+
+def _no_outputs(run: RunDir) -> tuple[Path, ...]:
+    return ()
 
 
 @dataclass(frozen=True)
@@ -34,33 +42,45 @@ class Stage:
     action: Callable[[RunContext, str], Any]
     config: Any  # the settings that shape its output
     inputs: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()  # the splits ("train", "val") whose data it reads itself
+    # its output folders: removed before it runs when they hold outputs of other inputs
+    outputs: Callable[[RunDir], tuple[Path, ...]] = _no_outputs
 
 
 def plan_stages(config: RunConfig) -> list[Stage]:
-    """Every stage the config asks for, in order."""
+    """Every stage the config asks for, in order (the data stage first)."""
     plan: list[Stage] = []
 
     def add(
-        name: str, command: str, action: Callable, settings: Any, inputs: tuple[str, ...] = ()
+        name: str,
+        command: str,
+        action: Callable,
+        settings: Any,
+        inputs: tuple[str, ...] = (),
+        reads: tuple[str, ...] = (),
+        outputs: Callable[[RunDir], tuple[Path, ...]] = _no_outputs,
     ) -> None:
-        plan.append(Stage(name, command, action, settings, inputs))
+        plan.append(Stage(name, command, action, settings, inputs, reads, outputs))
 
     add("data", "data", S.stage_data, config.data)
     methods = [m for m in METHODS if m == "puzzle_cam" or config.train_cls.baseline_plain_cam]
     for method in methods:
         add(f"train_cls/{method}", "train-cls", partial(S.stage_train_cls, method=method),
-            {"train_cls": config.train_cls, "method": method}, ("data",))  # fmt: skip
+            {"train_cls": config.train_cls, "method": method}, ("data",), ("train",),
+            lambda run, m=method: (run.classifier_dir(m),))  # fmt: skip
     for method in methods:
         for role in ("train", "val"):
             cams = f"cams/{method}/{role}"
             add(cams, "cams", partial(S.stage_cams, method=method, role=role),
-                {"cams": config.cams, "role": role}, (f"train_cls/{method}",))  # fmt: skip
+                {"cams": config.cams, "role": role}, (f"train_cls/{method}",), (role,),
+                lambda run, m=method, r=role: (run.cams_dir(m, r), run.cam_overlays_dir(m, r)))  # fmt: skip
             add(
                 f"eval/{cams}",
                 "eval",
                 partial(S.stage_eval_cams, method=method, role=role),
                 config.eval,
                 (cams,),
+                (role,),
             )
     if config.until == "cams":
         return plan
@@ -70,82 +90,155 @@ def plan_stages(config: RunConfig) -> list[Stage]:
         labels, aff = f"affinity_labels/{method}", f"train_aff/{method}"
         add(labels, "affinity-labels", partial(S.stage_affinity_labels, method=method),
             {"affinity_labels": config.affinity_labels, "method": method},
-            (f"cams/{method}/train",))  # fmt: skip
+            (f"cams/{method}/train",), ("train",),
+            lambda run, m=method: (run.affinity_labels_dir(m, "train"),))  # fmt: skip
         add(aff, "train-aff", partial(S.stage_train_aff, method=method),
-            {"train_aff": config.train_aff, "method": method}, (labels,))  # fmt: skip
+            {"train_aff": config.train_aff, "method": method}, (labels,), ("train",),
+            lambda run, m=method: (run.affinity_dir(m),))  # fmt: skip
         for role in ("train", "val"):
             rw, pseudo = f"rw/{method}/{role}", f"pseudo_labels/{method}/{role}"
             add(rw, "rw", partial(S.stage_rw, method=method, role=role),
                 {"rw": config.rw, "method": method, "role": role},
-                (aff, f"cams/{method}/{role}"))  # fmt: skip
+                (aff, f"cams/{method}/{role}"), (role,),
+                lambda run, m=method, r=role: (run.rw_dir(m, r),))  # fmt: skip
             add(f"eval/{rw}", "eval", partial(S.stage_eval_rw, method=method, role=role),
-                config.eval, (rw,))  # fmt: skip
+                config.eval, (rw,), (role,))  # fmt: skip
             add(pseudo, "pseudo-labels", partial(S.stage_pseudo_labels, method=method, role=role),
                 {"pseudo_labels": config.pseudo_labels, "method": method, "role": role},
-                (rw,))  # fmt: skip
+                (rw,), (role,), lambda run, m=method, r=role: (run.pseudo_labels_dir(m, r),))  # fmt: skip
             add(f"eval/{pseudo}", "eval",
                 partial(S.stage_eval_pseudo_labels, method=method, role=role),
-                config.eval, (pseudo,))  # fmt: skip
+                config.eval, (pseudo,), (role,))  # fmt: skip
     if config.until == "pseudo-labels":
         return plan
 
     for variant in ["weak"] + (["full"] if config.train_seg.fully_supervised else []):
         add(f"train_seg/{variant}", "train-seg", partial(S.stage_train_seg, variant=variant),
             {"train_seg": config.train_seg, "variant": variant},
-            (f"pseudo_labels/{SEGMENTATION_METHOD}/train",) if variant == "weak" else ("data",))  # fmt: skip
+            (f"pseudo_labels/{SEGMENTATION_METHOD}/train",) if variant == "weak" else ("data",),
+            ("train",), lambda run, v=variant: (run.segmentation_dir(v),))  # fmt: skip
         add(f"eval/predict/{variant}", "eval", partial(S.stage_predict_eval, variant=variant),
-            {"predict": config.predict, "eval": config.eval}, (f"train_seg/{variant}",))  # fmt: skip
+            {"predict": config.predict, "eval": config.eval}, (f"train_seg/{variant}",),
+            ("val",), lambda run, v=variant: (run.predictions_dir(v, "val"),))  # fmt: skip
     return plan
 
 
-def stage_fingerprints(plan: Iterable[Stage]) -> dict[str, str]:
-    """Fingerprint of each stage: its name, settings and its inputs' fingerprints."""
+def stage_fingerprints(
+    plan: Iterable[Stage], data: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Fingerprint of each stage: its name, settings, its inputs' fingerprints and the
+    signatures in ``data`` (role -> signature, ``DataState.terms``) of the splits it reads."""
     prints: dict[str, str] = {}
     for stage in plan:
-        prints[stage.name] = config_hash(
-            {
-                "stage": stage.name,
-                "config": stage.config,
-                "inputs": [prints[i] for i in stage.inputs],
-            }
-        )
+        parts = {
+            "stage": stage.name,
+            "config": stage.config,
+            "inputs": [prints[i] for i in stage.inputs],
+        }
+        terms = {role: data[role] for role in stage.reads if data and role in data}
+        if terms:  # unchanged data add nothing: fingerprints stay as they were
+            parts["data"] = terms
+        prints[stage.name] = config_hash(parts)
     return prints
 
 
+class _Reasons:
+    """Why a stage that finished before runs again: which data change made it out of date.
+
+    The fingerprint it finished with is recomputed with the changed splits taken as they
+    were before their last change; the combination that matches names the change. None
+    matches when, e.g., the data changed twice while the stage did not run: then a
+    general reason.
+    """
+
+    def __init__(self, plan: list[Stage], data: DataState) -> None:
+        self.plan, self.data = plan, data
+        self._prints: dict[tuple[str, ...], dict[str, str]] = {}
+
+    def __call__(self, stage: Stage, entry: Mapping[str, Any] | None) -> str:
+        if not entry:
+            return ""
+        changed = self.data.changed
+        for size in range(1, len(changed) + 1):
+            for roles in combinations(changed, size):
+                if roles not in self._prints:
+                    self._prints[roles] = stage_fingerprints(
+                        self.plan, self.data.terms(before=roles)
+                    )
+                if self._prints[roles][stage.name] == entry.get("fingerprint"):
+                    notes = "; ".join(f"{r}: {self.data.splits[r].change}" for r in roles)
+                    return f"data changed ({notes})"
+        return "its inputs changed since it finished"
+
+
 def run_pipeline(ctx: RunContext, commands: Iterable[str] | None = None) -> None:
-    """Run the stages of ``commands`` (all when None) that are not done yet."""
-    plan = plan_stages(ctx.config)
-    prints = stage_fingerprints(plan)
+    """Run the stages of ``commands`` (all when None) that are not done yet.
+
+    The data stage comes first; then the data are checked and their signatures recorded
+    (``pipeline.data_check``, every run) and enter the fingerprints of the later stages.
+    """
+    data_stage, *plan = plan_stages(ctx.config)
     if ctx.dist.is_main and ctx.run.root.is_dir():
         ctx.run.remove_stale_temp_files()
-        for name in ctx.run.forget_stages(prints):
+        for name in ctx.run.forget_stages([data_stage.name] + [s.name for s in plan]):
             ctx.log(
                 f"[forget] {name}: not a stage of this version (its files are left as they are)"
             )
     barrier(ctx.dist)
     # the data stage is cheap and every stage needs it: single commands run it too
-    wanted = None if commands is None else set(commands) | {"data"}
-    by_name = {stage.name: stage for stage in plan}
+    _run_stage(ctx, data_stage, stage_fingerprints([data_stage]), {})
+    data = prepare_data(ctx)
+    full_plan = [data_stage, *plan]
+    prints = stage_fingerprints(full_plan, data.terms())
+    by_name = {stage.name: stage for stage in full_plan}
+    why = _Reasons(full_plan, data)
+    wanted = None if commands is None else set(commands)
     for stage in plan:
-        if wanted is not None and stage.command not in wanted:
-            continue
-        fingerprint = prints[stage.name]
-        if ctx.run.is_done(stage.name, fingerprint):
-            ctx.log(f"[skip] {stage.name}: done")
-            continue
-        for name in stage.inputs:
-            if not ctx.run.is_done(name, prints[name]):
-                raise RunDirError(
-                    f"stage {stage.name} needs {name}, which has not finished in {ctx.run.root}; "
-                    f"run `puzzlecam {by_name[name].command}` (or `puzzlecam run`) first"
-                )
-        ctx.log(f"[run] {stage.name}")
-        started = time.perf_counter()
-        stage.action(ctx, fingerprint)
-        barrier(ctx.dist)
-        if ctx.dist.is_main:
-            ctx.run.mark_done(stage.name, fingerprint, time.perf_counter() - started)
-        barrier(ctx.dist)  # every rank sees the manifest entry before the next stage
+        if wanted is None or stage.command in wanted:
+            _run_stage(ctx, stage, prints, by_name, why)
+
+
+def _run_stage(
+    ctx: RunContext,
+    stage: Stage,
+    prints: Mapping[str, str],
+    by_name: Mapping[str, Stage],
+    why: Callable[[Stage, Mapping[str, Any] | None], str] | None = None,
+) -> None:
+    """Skip ``stage`` when done with its fingerprint, else run it (``why``: the reason a
+    stage that finished before runs again, for the log)."""
+    fingerprint = prints[stage.name]
+    if ctx.run.is_done(stage.name, fingerprint):
+        ctx.log(f"[skip] {stage.name}: done")
+        return
+    manifest = ctx.run.manifest()
+    for name in stage.inputs:
+        if not ctx.run.is_done(name, prints[name]):
+            reason = why(by_name[name], manifest.get(name)) if why else ""
+            raise RunDirError(
+                f"stage {stage.name} needs {name}, which has not finished in {ctx.run.root}"
+                f"{f' ({reason})' if reason else ''}; "
+                f"run `puzzlecam {by_name[name].command}` (or `puzzlecam run`) first"
+            )
+    entry = manifest.get(stage.name)
+    reason = why(stage, entry) if why else ""
+    ctx.log(f"[run] {stage.name}{f': {reason}' if reason else ''}")
+    if ctx.dist.is_main:
+        cleared = [
+            directory
+            for directory in stage.outputs(ctx.run)
+            if reclaim_output_dir(directory, fingerprint, finished_before=entry is not None)
+        ]
+        if cleared:
+            shown = ", ".join(str(d.relative_to(ctx.run.root)) for d in cleared)
+            ctx.log(f"[clear] {stage.name}: outputs made from other inputs removed ({shown})")
+    barrier(ctx.dist)
+    started = time.perf_counter()
+    stage.action(ctx, fingerprint)
+    barrier(ctx.dist)
+    if ctx.dist.is_main:
+        ctx.run.mark_done(stage.name, fingerprint, time.perf_counter() - started)
+    barrier(ctx.dist)  # every rank sees the manifest entry before the next stage
 
 
 def _table2_lines(metrics: dict[str, Any]) -> list[str]:

@@ -80,7 +80,11 @@ def method_puzzle_config(ctx: RunContext, method: str) -> PuzzleConfig:
 
 
 def stage_data(ctx: RunContext, fingerprint: str) -> None:
-    """Build the demo benchmark when asked for, then read and report both splits."""
+    """Build the demo benchmark when asked for, then read and report both splits.
+
+    The data check and the data signature follow on every run, this stage done or not
+    (``pipeline.data_check.prepare_data``, called by the runner).
+    """
     data = ctx.config.data
     if data.format == "demo" and ctx.dist.is_main:
         summary = build_demo_dataset(data.root, data.demo, progress=ctx.progress)
@@ -151,7 +155,7 @@ def stage_cams(ctx: RunContext, fingerprint: str, method: str, role: str) -> Non
         ctx.dist.device,
         config.num_workers,
         overlay_ids,
-        out_dir.parent / f"{role}_overlays",
+        ctx.run.cam_overlays_dir(method, role),
         amp=ctx.dist.device.type == "cuda",
         progress=ctx.progress,
     )
@@ -168,11 +172,14 @@ def evaluate_scores(
 ) -> dict | None:
     """Score a folder of predictions on a split's masks; record them in metrics.json.
 
-    A split without masks (a user's own tagged photos) is not evaluated: said once, skipped.
+    A split without masks (a user's own tagged photos) is not evaluated: said once, skipped
+    (and a score from when it had masks is dropped).
     """
     split = ctx.split(role).with_masks()
     if not split.samples:
         ctx.log(f"{method} {role}: no ground-truth masks in this split, nothing to evaluate")
+        ctx.run.drop_metrics(method, role)
+        ctx.run.eval_path(name).unlink(missing_ok=True)
         return None
     result = evaluate_directory(
         pred_dir,
