@@ -193,7 +193,8 @@ def run_ablation(
             run = RunDir(sub_run_dir(root, variant, seed))
             if dist.is_main:
                 run.bind(sub_config)
-            log(f"== ablation {variant} seed {seed}: {run.root}")
+            if dist.is_main:
+                log(f"== ablation {variant} seed {seed}: {run.root}")
             run_pipeline(RunContext(sub_config, run, dist, progress))
             metrics = run.metrics().get(METHOD, {})
             runs.setdefault(variant, {})[seed] = {
