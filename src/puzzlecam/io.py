@@ -114,20 +114,15 @@ def _bomb_problem(error: Exception) -> str:
     )
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Read any common image file as an upright 8-bit RGB PIL image.
-
-    EXIF orientation is applied; grey, palette, CMYK and 16-bit images are converted;
-    transparent pixels are composited onto white. Raises DataError naming the file
-    when it is missing, truncated, not an image or a decompression bomb.
-    """
-    path = Path(path)
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` whose failures, while open too, are DataErrors naming the file: a
+    missing file, a file that is not an image or is truncated, a decompression bomb."""
     if not path.is_file():
         raise DataError(path, "image file not found")
     try:
         with Image.open(path) as opened:
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
+            yield opened
     except DECOMPRESSION_BOMB as error:
         raise DataError(path, _bomb_problem(error)) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
@@ -136,6 +131,18 @@ def load_image(path: str | Path) -> Image.Image:
             f"cannot be read as an image ({error}); replace the file or leave it out of the "
             "data set",
         ) from error
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Read any common image file as an upright 8-bit RGB PIL image.
+
+    EXIF orientation is applied; grey, palette, CMYK and 16-bit images are converted;
+    transparent pixels are composited onto white. Raises DataError naming the file
+    when it is missing, truncated, not an image or a decompression bomb.
+    """
+    with _open_image(Path(path)) as opened:
+        opened.load()
+        image = ImageOps.exif_transpose(opened)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         image = _to_8bit(image)
     if image.mode == "P" and "transparency" in image.info:
@@ -170,21 +177,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     Raises the DataError ``load_image`` raises for a missing file, a file that is not an
     image and a decompression bomb; a file truncated after its header passes here.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "image file not found")
-    try:
-        with Image.open(path) as opened:
-            width, height = opened.size
-            orientation = _header_exif(opened).get(0x0112)  # EXIF Orientation
-    except DECOMPRESSION_BOMB as error:
-        raise DataError(path, _bomb_problem(error)) from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(
-            path,
-            f"cannot be read as an image ({error}); replace the file or leave it out of the "
-            "data set",
-        ) from error
+    with _open_image(Path(path)) as opened:
+        width, height = opened.size
+        orientation = _header_exif(opened).get(0x0112)  # EXIF Orientation
     if orientation in _TRANSPOSING_ORIENTATIONS:
         return width, height
     return height, width
