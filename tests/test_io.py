@@ -25,13 +25,17 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     assert list(tmp_path.iterdir()) == [target]  # no temp file left behind
 
 
-def test_corrupt_and_missing_images_name_the_file(tmp_path):
+@pytest.mark.parametrize("read", [load_image, image_size])
+def test_corrupt_and_missing_images_name_the_file(tmp_path, read):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
-    with pytest.raises(DataError, match="broken.jpg: cannot be read"):
-        load_image(bad)
+    with pytest.raises(DataError, match="broken.jpg: cannot be read as an image"):
+        read(bad)
     with pytest.raises(DataError, match="nothere.jpg: image file not found"):
-        load_image(tmp_path / "nothere.jpg")
+        read(tmp_path / "nothere.jpg")
+
+
+def test_a_truncated_image_is_named(tmp_path):
     truncated = tmp_path / "truncated.png"
     Image.fromarray(np.full((64, 64, 3), 7, np.uint8)).save(truncated)
     truncated.write_bytes(truncated.read_bytes()[:100])
@@ -70,12 +74,6 @@ def test_exif_rotation_is_applied(tmp_path, suffix):
 
 
 def test_image_size_reads_the_header_only(tmp_path):
-    bad = tmp_path / "broken.jpg"
-    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
-    with pytest.raises(DataError, match="broken.jpg: cannot be read as an image"):
-        image_size(bad)
-    with pytest.raises(DataError, match="nothere.jpg: image file not found"):
-        image_size(tmp_path / "nothere.jpg")
     truncated = tmp_path / "truncated.png"
     Image.fromarray(np.full((64, 48, 3), 7, np.uint8)).save(truncated)
     truncated.write_bytes(truncated.read_bytes()[:100])
