@@ -15,8 +15,8 @@ from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.training.loop import save_weights
-
-from .segmentation.test_predict import CLASSES, TINY, save_tiny_segmenter
+from tests.helpers import TINY_BACKBONE, save_tiny_segmenter
+from tests.helpers import TINY_CLASSES as CLASSES
 
 OVERRIDES = (
     "train_cls.backbone.name=test_efficientnet",
@@ -35,7 +35,7 @@ def run_dir(tmp_path_factory):
     run = RunDir(root)
     run.bind(load_run_config(None, OVERRIDES))
     torch.manual_seed(0)
-    classifier = CamClassifier(TINY, len(CLASSES))
+    classifier = CamClassifier(TINY_BACKBONE, len(CLASSES))
     meta = {"classes": list(CLASSES), "method": "puzzle_cam"}
     save_weights(run.classifier_dir("puzzle_cam") / "model.pt", classifier, "test", meta)
     save_tiny_segmenter(run.segmentation_dir("weak") / "model.pt")

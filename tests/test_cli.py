@@ -2,7 +2,6 @@
 ``puzzlecam CMD: error: FILE: PROBLEM; WHAT TO DO`` on stderr with exit status 2, never a
 traceback, and is found before slow work where it can be. User files are never changed."""
 
-import hashlib
 import json
 import logging
 
@@ -18,18 +17,13 @@ from puzzlecam.cli import main
 from puzzlecam.io import save_label_png
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
 from puzzlecam.segmentation import export as export_module
-from tests.data.test_folder_pipeline import write_folder_dataset
-from tests.pipeline.test_end_to_end import TINY_OVERRIDES
-from tests.test_io import write_bomb_png, write_weight_files
-
-
-def tree_digest(folder):
-    """{relative path: sha256} of every file below ``folder``."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+from tests.helpers import (
+    TINY_OVERRIDES,
+    tree_digest,
+    write_bomb_png,
+    write_folder_dataset,
+    write_weight_files,
+)
 
 
 def fails(capsys, argv):

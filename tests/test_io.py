@@ -12,6 +12,7 @@ from puzzlecam.io import (
     save_label_png,
     save_npz,
 )
+from tests.helpers import write_bomb_png, write_weight_files
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
@@ -103,22 +104,6 @@ def test_npz_has_no_pickle(tmp_path):
         load_npz(tmp_path / "evil.npz")
 
 
-def write_bomb_png(path, width=40_000, height=40_000):
-    """A 60-byte PNG whose header claims width x height pixels (1.6 G by default, twice
-    PIL's limit): PIL refuses it when opened, before any decoding."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
-    return path
-
-
 @pytest.mark.parametrize("reader", [load_image, load_label_png, image_size])
 def test_decompression_bomb_is_a_data_error_naming_the_file(tmp_path, reader):
     path = write_bomb_png(tmp_path / "bomb.png")
@@ -137,32 +122,6 @@ def test_decompression_bomb_warning_as_error_is_a_data_error(tmp_path):
         warnings.simplefilter("error")
         with pytest.raises(DataError, match="too many pixels"):
             load_image(path)
-
-
-class _Payload:
-    """Unpickling this would run ``touch`` on a marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
-def write_weight_files(folder):
-    """A good weights file and four bad ones: a pickle payload, truncated, empty, text."""
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {"w": torch.ones(2)}}, folder / "good.pt")
-    torch.save({"state_dict": _Payload(folder / "PWNED")}, folder / "payload.pt")
-    data = (folder / "good.pt").read_bytes()
-    (folder / "truncated.pt").write_bytes(data[: len(data) // 2])
-    (folder / "empty.pt").write_bytes(b"")
-    (folder / "text.pt").write_text("hello\n")
-    return folder
 
 
 def test_tensor_files_load_and_bad_ones_are_refused_without_running_them(tmp_path):

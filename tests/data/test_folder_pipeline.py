@@ -1,7 +1,6 @@
 """A user's own data (``folder`` format: images/, labels.csv with a split column,
 classes.txt, masks/) through every stage of ``puzzlecam run``, tiny settings."""
 
-import hashlib
 import json
 
 import numpy as np
@@ -9,38 +8,8 @@ import pytest
 from PIL import Image
 
 from puzzlecam.cli import main
-from puzzlecam.io import load_label_png, save_label_png
-from tests.pipeline.test_end_to_end import TINY_OVERRIDES
-
-CLASSES = ("square", "bar", "blob")
-COLOURS = ((220, 40, 40), (40, 60, 220), (40, 200, 60))
-
-
-def write_folder_dataset(root, splits=(("train", 16), ("val", 8)), size=64, seed=0):
-    """Images of one or two coloured shapes; exact masks (255 on each shape's top edge)."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    rows = ["image_id,tags,split"]
-    for split, count in splits:
-        for index in range(count):
-            image_id = f"{split}-{index:02d}"
-            pixels = rng.integers(90, 150, size=(size, size, 3), dtype=np.uint8)
-            mask = np.zeros((size, size), np.uint8)
-            present = sorted({int(c) for c in rng.choice(len(CLASSES), size=rng.integers(1, 3))})
-            for slot, cls in enumerate(present):
-                top = int(rng.integers(2, size // 2))
-                left = int(rng.integers(2, size // 2 - 12)) + slot * size // 2
-                bottom, right = top + size // 3, left + size // 4
-                pixels[top:bottom, left:right] = COLOURS[cls]
-                mask[top:bottom, left:right] = cls + 1
-                mask[top, left:right] = 255
-            extension = ".png" if index % 4 == 3 else ".jpg"  # mixed formats, as users have
-            Image.fromarray(pixels).save(root / "images" / f"{image_id}{extension}")
-            save_label_png(root / "masks" / f"{image_id}.png", mask)
-            rows.append(f"{image_id},{' '.join(CLASSES[c] for c in present)},{split}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
+from puzzlecam.io import load_label_png
+from tests.helpers import TINY_OVERRIDES, tree_digest, write_folder_dataset
 
 
 def _args(tmp_path):
@@ -96,15 +65,6 @@ def test_folder_data_without_masks_runs_to_the_cams(tmp_path):
     assert len(list((tmp_path / "run" / "cams" / "puzzle_cam" / "val").glob("*.npz"))) == 4
 
 
-def _tree_digest(root):
-    """Every file under ``root`` (path relative to it) with the SHA-256 of its bytes."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.mark.parametrize("hostile", ["absolute", "dotdot"])
 def test_ids_that_point_at_the_users_files_are_refused_before_anything_is_written(
     tmp_path, capsys, hostile
@@ -120,13 +80,13 @@ def test_ids_that_point_at_the_users_files_are_refused_before_anything_is_writte
     image_id = str(user / "photo") if hostile == "absolute" else "../../user/photo"
     with (root / "labels.csv").open("a") as handle:
         handle.write(f"{image_id},square,train\n")
-    before = {name: _tree_digest(tmp_path / name) for name in ("data", "user")}
+    before = {name: tree_digest(tmp_path / name) for name in ("data", "user")}
 
     assert main(_args(tmp_path)) == 2
     error = capsys.readouterr().err
     problem = "is an absolute path" if hostile == "absolute" else "leads out of images/"
     assert f"labels.csv: line 8: image id '{image_id}' {problem}" in error
-    assert {name: _tree_digest(tmp_path / name) for name in ("data", "user")} == before
+    assert {name: tree_digest(tmp_path / name) for name in ("data", "user")} == before
     assert {p.name for p in tmp_path.iterdir()} <= {"data", "run", "user"}
     run = tmp_path / "run"
     assert not run.exists() or not [p for p in run.rglob("*") if p.suffix in (".npz", ".png")]

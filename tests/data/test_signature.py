@@ -5,7 +5,7 @@ import os
 
 from puzzlecam.data.folder import read_folder
 from puzzlecam.data.signature import describe_changes, split_table, table_signature
-from tests.data.test_folder_pipeline import write_folder_dataset
+from tests.helpers import write_folder_dataset
 
 
 def test_the_signature_sees_ids_tags_files_and_classes(tmp_path):

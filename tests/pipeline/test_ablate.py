@@ -11,7 +11,7 @@ from puzzlecam.config import to_dict
 from puzzlecam.errors import ConfigError
 from puzzlecam.pipeline.ablate import format_ablation, summarize, variant_config
 from puzzlecam.pipeline.config import load_run_config
-from tests.pipeline.test_end_to_end import TINY_OVERRIDES
+from tests.helpers import TINY_OVERRIDES
 
 
 def _flatten(tree, prefix=""):

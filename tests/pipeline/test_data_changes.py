@@ -19,8 +19,7 @@ from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.data_check import DataState, SplitState, prepare_data
 from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.pipeline.runner import plan_stages, stage_fingerprints
-from tests.data.test_folder_pipeline import write_folder_dataset
-from tests.pipeline.test_end_to_end import TINY_OVERRIDES
+from tests.helpers import TINY_OVERRIDES, write_folder_dataset
 
 SMALL = (("train", 8), ("val", 4))
 

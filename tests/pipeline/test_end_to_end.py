@@ -18,43 +18,7 @@ from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.pipeline.stages import load_affinitynet
 from puzzlecam.training.loop import load_weights
-
-TINY_OVERRIDES = [
-    "name=tiny",
-    "data.demo.num_train=16",
-    "data.demo.num_val=8",
-    "data.demo.image_size=[64, 64]",
-    "data.demo.item_size=[24, 40]",
-    "train_cls.backbone.name=test_efficientnet",
-    "train_cls.backbone.pretrained=none",
-    "train_cls.loop.epochs=1",
-    "train_cls.loop.batch_size=8",
-    "train_cls.loop.num_workers=0",
-    "train_cls.augment.min_long_side=56",
-    "train_cls.augment.max_long_side=72",
-    "train_cls.augment.crop_size=64",
-    "cams.scales=[1.0, 1.5]",
-    "cams.num_workers=0",
-    "train_aff.backbone.name=test_efficientnet",
-    "train_aff.backbone.pretrained=none",
-    "train_aff.loop.epochs=1",
-    "train_aff.loop.batch_size=8",
-    "train_aff.loop.num_workers=0",
-    "train_aff.augment.min_long_side=56",
-    "train_aff.augment.max_long_side=72",
-    "train_aff.augment.crop_size=64",
-    "rw.exp_times=4",
-    "train_seg.backbone.name=test_efficientnet",
-    "train_seg.backbone.pretrained=none",
-    "train_seg.loop.epochs=1",
-    "train_seg.loop.batch_size=8",
-    "train_seg.loop.num_workers=0",
-    "train_seg.augment.min_long_side=56",
-    "train_seg.augment.max_long_side=72",
-    "train_seg.augment.crop_size=64",
-    "predict.scales=[1.0]",
-]
-
+from tests.helpers import TINY_OVERRIDES
 
 PLAIN_KEYS = ("rw", "pseudo_labels_nocrf", "pseudo_labels")  # plain_cam_{key}
 

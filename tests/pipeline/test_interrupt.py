@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.test_end_to_end import TINY_OVERRIDES
+from tests.helpers import TINY_OVERRIDES
 
 pytestmark = pytest.mark.slow
 

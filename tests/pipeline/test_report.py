@@ -18,7 +18,7 @@ from puzzlecam.errors import RunDirError
 from puzzlecam.pipeline.branches import metric_key
 from puzzlecam.pipeline.report import METHOD_LABELS, pick_samples, write_report
 from puzzlecam.pipeline.run_dir import RunDir
-from tests.pipeline.test_end_to_end import TINY_OVERRIDES
+from tests.helpers import TINY_OVERRIDES
 
 SAMPLE_HEADERS_VAL = (
     "Image",

@@ -14,8 +14,8 @@ from puzzlecam.cli import main
 from puzzlecam.segmentation import export as export_module
 from puzzlecam.segmentation.export import check_onnx, export_onnx
 from puzzlecam.segmentation.model_io import load_segmenter
-
-from .test_predict import CLASSES, save_tiny_segmenter
+from tests.helpers import TINY_CLASSES as CLASSES
+from tests.helpers import save_tiny_segmenter
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")

@@ -8,11 +8,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from puzzlecam.cli import main
-from puzzlecam.config import dump_yaml, to_dict
+from puzzlecam.config import dump_yaml
 from puzzlecam.errors import DataError, RunDirError
 from puzzlecam.io import load_label_png
-from puzzlecam.models.backbone import BackboneConfig
-from puzzlecam.models.segmenter import Segmenter
 from puzzlecam.pipeline.config import PredictConfig, load_run_config
 from puzzlecam.segmentation import predict as predict_module
 from puzzlecam.segmentation.model_io import load_segmenter, resolve_weights
@@ -25,23 +23,10 @@ from puzzlecam.segmentation.predict import (
     working_size,
 )
 from puzzlecam.training.loop import save_weights
+from tests.helpers import TINY_CLASSES as CLASSES
+from tests.helpers import save_tiny_segmenter
 
-TINY = BackboneConfig(name="test_efficientnet", pretrained="none", norm="fix")
-CLASSES = ("square", "bar")
 FAST = PredictConfig(scales=(1.0,), flip=False, batch_size=2, max_long_side=64)
-
-
-def save_tiny_segmenter(path, classes=CLASSES, seed=0):
-    torch.manual_seed(seed)
-    model = Segmenter(TINY, len(classes) + 1, "group")
-    meta = {
-        "kind": "segmenter",
-        "backbone": to_dict(TINY),
-        "head_norm": "group",
-        "classes": list(classes),
-    }
-    save_weights(path, model, "test", meta)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from puzzlecam.training.loop import load_weights
 
 pytestmark = pytest.mark.slow
 
-TINY = [
+OVERRIDES = [
     "name=ddp",
     "until=cams",
     "train_cls.backbone.name=test_efficientnet",
@@ -40,7 +40,7 @@ def _free_port() -> int:
 
 def _run(voc_tree: Path, run_dir: Path, command: str, nproc: int, extra=()) -> None:
     args = ["--config", str(voc_tree / "run.yaml"), "--run-dir", str(run_dir), "--no-progress"]
-    for override in [*TINY, f"data.root={voc_tree}", "data.format=voc", *extra]:
+    for override in [*OVERRIDES, f"data.root={voc_tree}", "data.format=voc", *extra]:
         args += ["--set", override]
     if nproc == 1:
         prefix = [sys.executable, "-m", "puzzlecam"]

@@ -17,8 +17,8 @@ from puzzlecam.puzzle.trainer import PuzzleCamTrainer
 from puzzlecam.training.distributed import DistContext
 from puzzlecam.training.loop import LoopConfig, StepSampler, fit, load_weights
 from puzzlecam.training.optim import OptimConfig, build_optimizer, parameter_groups, poly_factor
+from tests.helpers import TINY_BACKBONE
 
-TINY = BackboneConfig(name="test_efficientnet", pretrained="none", norm="fix")
 LOOP = LoopConfig(epochs=2, batch_size=4, num_workers=0, log_every_steps=1)
 OPTIM = OptimConfig(lr=0.01)
 
@@ -44,7 +44,7 @@ class _StopAfter(nn.Module):
 def _setup(voc_tree):
     torch.manual_seed(0)
     split = read_voc(voc_tree, "train")
-    model = CamClassifier(TINY, split.num_classes)
+    model = CamClassifier(TINY_BACKBONE, split.num_classes)
     trainer = PuzzleCamTrainer(model, PuzzleConfig(alpha_max=1.0))
     dataset = ClassificationDataset(split, AugmentConfig(40, 56, 32), (128, 128, 128), seed=3)
     return trainer, dataset, parameter_groups(model, model.new_modules, OPTIM)
@@ -123,7 +123,7 @@ def test_poly_factor_and_groups():
     assert poly_factor(0, 100, 1.0, warmup=0.1) == pytest.approx(1 / 11)
     assert poly_factor(5, 100, 1.0, warmup=0.1) == pytest.approx(0.95 * 6 / 11)
     assert poly_factor(10, 100, 1.0, warmup=0.1) == pytest.approx(0.9)
-    model = CamClassifier(TINY, 3)
+    model = CamClassifier(TINY_BACKBONE, 3)
     groups = {
         g["name"]: g
         for g in parameter_groups(model, model.new_modules, OptimConfig(lr=0.1, weight_decay=1e-4))
@@ -206,7 +206,7 @@ class _NonFiniteOn(nn.Module):
 def _fit_nonfinite(voc_tree, out_dir, calls, kind="loss", loop=LOOP, norm="fix"):
     torch.manual_seed(0)
     split = read_voc(voc_tree, "train")
-    model = CamClassifier(BackboneConfig(TINY.name, "none", norm), split.num_classes)
+    model = CamClassifier(BackboneConfig(TINY_BACKBONE.name, "none", norm), split.num_classes)
     trainer = _NonFiniteOn(PuzzleCamTrainer(model, PuzzleConfig(alpha_max=1.0)), calls, kind)
     dataset = ClassificationDataset(split, AugmentConfig(40, 56, 32), (128, 128, 128), seed=3)
     groups = parameter_groups(model, model.new_modules, OPTIM)
