@@ -180,7 +180,9 @@ def _add_predict_commands(commands: argparse._SubParsersAction) -> None:
         default="uint8",
         help="element type of the image input (default uint8)",
     )
-    export.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    export.add_argument(
+        "--opset", type=int, help="ONNX opset, 18 to the newest torch.onnx writes (default 18)"
+    )
     export.add_argument(
         "--check-image",
         type=Path,
@@ -278,7 +280,7 @@ def _check_image(size: tuple[int, int]):
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    from puzzlecam.segmentation.export import DEFAULT_OPSET, check_onnx, export_onnx
+    from puzzlecam.segmentation.export import DEFAULT_OPSET, check_onnx, check_opset, export_onnx
     from puzzlecam.segmentation.model_io import load_segmenter, resolve_weights
     from puzzlecam.segmentation.predict import image_array
 
@@ -286,10 +288,11 @@ def _export_onnx(args: argparse.Namespace) -> int:
     check_output(args.out, "file", "model.onnx")
     if min(args.size) < 32:
         raise ConfigError(f"--size must be at least 32 32 (H W), got {list(args.size)}")
+    opset = DEFAULT_OPSET if args.opset is None else args.opset  # --opset 0 is not "default"
+    check_opset(opset)
     image = image_array(args.check_image) if args.check_image else _check_image(tuple(args.size))
     weights = resolve_weights(args.model, args.variant)
     model, classes = load_segmenter(weights, "cpu")
-    opset = args.opset or DEFAULT_OPSET
     try:
         export_onnx(model, args.out, tuple(args.size), opset, args.input_dtype, classes)
     except ImportError as error:

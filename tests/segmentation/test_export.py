@@ -92,3 +92,33 @@ def test_missing_packages_are_explained(exported, tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"needs onnxscript: pip install 'puzzlecam\[onnx\]'"):
         export_onnx(model, tmp_path / "never.onnx")
     assert not (tmp_path / "never.onnx").exists()
+
+
+@pytest.mark.parametrize("opset", [0, 17, 99])
+def test_opset_outside_the_exporters_range_is_refused_before_export(
+    exported, tmp_path, capsys, monkeypatch, opset
+):
+    # below 18 torch writes opset 18 anyway, past onnx's newest an invalid graph: both
+    # after the whole export, so the CLI refuses them before loading the model
+    weights, _, _ = exported
+    monkeypatch.setattr(export_module, "export_onnx", lambda *a, **k: pytest.fail("exported"))
+    out = tmp_path / "model.onnx"
+    argv = ["export-onnx", "--model", str(weights), "--out", str(out), "--opset", str(opset)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    newest = export_module.max_opset()
+    assert err.startswith(f"puzzlecam export-onnx: error: --opset {opset}: ")
+    assert f"writes opsets 18 to {newest}; choose one" in err
+    assert 18 < newest and not out.exists()
+    with pytest.raises(ValueError, match=f"opset {opset}: "):
+        export_module.check_opset(opset, "opset")
+
+
+def test_a_file_onnx_runtime_cannot_load_is_reported_not_raised(exported, tmp_path):
+    weights, _, _ = exported
+    model, _ = load_segmenter(weights)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf")
+    check = check_onnx(model, broken, np.zeros((20, 20, 3), np.uint8))
+    assert not check.ran and check.passed is None
+    assert check.message.startswith("check not run: ONNX Runtime ") and str(broken) in check.message

@@ -24,14 +24,58 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from puzzlecam.errors import ConfigError
 from puzzlecam.io import atomic_write
 from puzzlecam.models.segmenter import Segmenter
 from puzzlecam.segmentation.predict import image_array
 
-__all__ = ["OnnxSegmenter", "export_onnx", "OnnxCheck", "check_onnx", "DEFAULT_OPSET"]
+__all__ = [
+    "OnnxSegmenter",
+    "export_onnx",
+    "OnnxCheck",
+    "check_onnx",
+    "DEFAULT_OPSET",
+    "MIN_OPSET",
+    "max_opset",
+    "check_opset",
+]
 
 DEFAULT_OPSET = 18
 """Opset of the exported graph: ONNX Runtime >= 1.14, TensorRT 8.6+, OpenVINO 2023+ run it."""
+
+MIN_OPSET = 18
+"""The oldest opset the dynamo exporter writes: it asks for an older one with a logged
+warning, fails to convert (no adapter for Pad) and writes opset 18 all the same."""
+
+_TORCH_MAX_OPSET = 23  # torch.onnx's ONNX_MAX_OPSET in torch 2.5 .. 2.14
+
+
+def max_opset() -> int:
+    """The newest opset both torch.onnx and the installed ``onnx`` package support (an
+    opset past onnx's range makes the exporter keep 18 and write an invalid graph)."""
+    try:
+        from torch.onnx import _constants  # private, hence the fallback
+
+        newest = int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):
+        newest = _TORCH_MAX_OPSET
+    if importlib.util.find_spec("onnx") is not None:
+        import onnx.defs
+
+        newest = min(newest, int(onnx.defs.onnx_opset_version()))
+    return newest
+
+
+def check_opset(opset: int, option: str = "--opset") -> None:
+    """Raise ConfigError unless the exporter writes ``opset`` as asked: it otherwise
+    writes another opset (or an invalid file) after the whole slow export."""
+    newest = max_opset()
+    if not MIN_OPSET <= opset <= newest:
+        raise ConfigError(
+            f"{option} {opset}: torch's ONNX exporter writes opsets {MIN_OPSET} to {newest}; "
+            f"choose one of them ({DEFAULT_OPSET}, the default, runs on ONNX Runtime >= 1.14)"
+        )
+
 
 _AXES = ("batch", None, "height", "width")
 
@@ -75,8 +119,10 @@ def export_onnx(
     ``example_size`` (H, W) is the size traced; any other size works (checked by
     ``check_onnx``). ``classes`` (without background) go into the file's metadata.
     The model is exported in eval mode on its own device and left in the mode it was in.
+    Raises ConfigError for an opset outside ``MIN_OPSET .. max_opset()``.
     """
     _require_exporter()
+    check_opset(opset, "opset")
     if input_dtype not in ("uint8", "float32"):
         raise ValueError(f"input_dtype must be 'uint8' or 'float32', got {input_dtype!r}")
     path = Path(path)
@@ -174,7 +220,18 @@ def check_onnx(
             "check skipped: onnxruntime is not installed (pip install 'puzzlecam[onnx]')",
             size,
         )
-    session = _session(Path(path))
+    try:
+        session = _session(Path(path))
+    except Exception as error:  # ORT's errors share no base class below Exception
+        import onnxruntime
+
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return OnnxCheck(
+            False,
+            f"check not run: ONNX Runtime {onnxruntime.__version__} cannot load {path} "
+            f"({reason}); a newer onnxruntime or a lower --opset may run it",
+            size,
+        )
     feed = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])  # (1, 3, H, W) uint8
     if session.get_inputs()[0].type == "tensor(float)":
         feed = feed.astype(np.float32)
