@@ -1,5 +1,6 @@
 """Segmenting folders of real-world files: odd modes, EXIF rotation, a 4000x3000 photo, a
-corrupt file, name clashes; model lookup; the large-image path matches plain resizing."""
+corrupt file, name clashes, GIF and extension-less images, files that are not images;
+model lookup; the large-image path matches plain resizing."""
 
 import numpy as np
 import pytest
@@ -235,3 +236,69 @@ def test_cli_predict_uses_the_runs_settings(weights, tmp_path, capsys):
         main(["predict", "--model", str(run), str(tmp_path / "none*.jpg"), "--out", str(out)]) == 2
     )
     assert "no images found" in capsys.readouterr().err
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """Images Pillow reads whatever their extension, next to files that are not images."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    first, second = (Image.fromarray(_pixels(36, 44, seed)) for seed in (11, 12))
+    first.save(folder / "anim.gif", save_all=True, append_images=[second], duration=100)
+    Image.fromarray(_pixels(30, 50, 13)).save(folder / "scan", format="PNG")  # no extension
+    Image.fromarray(_pixels(20, 24, 14)).save(folder / "x.ppm")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "data.csv").write_text("image_id,tags\n")
+    (folder / "broken.gif").write_bytes(b"GIF? no")
+    (folder / ".hidden.gif").write_bytes(b"resource fork")
+    (folder / "sub").mkdir()
+    return folder
+
+
+def test_any_image_pillow_reads_is_segmented_and_other_files_are_named(
+    model, mixed_folder, tmp_path, caplog
+):
+    with caplog.at_level("WARNING", logger="puzzlecam"):
+        paths = collect_images([str(mixed_folder)])
+    assert [p.name for p in paths] == ["anim.gif", "scan", "x.ppm"]
+    # one warning naming every file left out (the hidden file and the folder: silently)
+    [record] = caplog.records
+    left_out = ", ".join(str(mixed_folder / n) for n in ("broken.gif", "data.csv", "notes.txt"))
+    assert record.getMessage().startswith(
+        f"3 file(s) left out, not images Pillow can read: {left_out}; convert them"
+    )
+    out = tmp_path / "out"
+    summary = predict_images(model, CLASSES, paths, out, FAST, "cpu", progress=False)
+    assert [name for _, name in summary.written] == ["anim", "scan", "x"] and not summary.skipped
+    sizes = {
+        name: load_label_png(out / "masks" / f"{name}.png").shape for _, name in summary.written
+    }
+    assert sizes == {"anim": (36, 44), "scan": (30, 50), "x": (20, 24)}
+    # an animated GIF is segmented by its first frame
+    with Image.open(mixed_folder / "anim.gif") as gif:
+        first_frame = np.asarray(gif.convert("RGB"))
+    np.testing.assert_array_equal(
+        load_label_png(out / "masks" / "anim.png"),
+        segment_arrays(model, [first_frame], FAST, "cpu")[0],
+    )
+
+
+def test_cli_predict_names_files_that_are_not_images(weights, mixed_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["predict", "--model", str(weights), "--out", str(out), "--no-progress"]
+    assert main([*argv, str(mixed_folder / "*.gif")]) == 0
+    captured = capsys.readouterr()
+    assert "1 image(s) segmented" in captured.out and (out / "masks" / "anim.png").is_file()
+    assert captured.err == (
+        "puzzlecam predict: warning: 1 file(s) left out, not images Pillow can read: "
+        f"{mixed_folder / 'broken.gif'}; convert them (e.g. to PNG) to segment them\n"
+    )
+    only_text = tmp_path / "text"
+    only_text.mkdir()
+    (only_text / "notes.txt").write_text("not an image")
+    assert main([*argv, str(only_text)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"warning: 1 file(s) left out, not images Pillow can read: {only_text / 'notes.txt'}" in err
+    )
+    assert f"puzzlecam predict: error: {only_text}: no images found for '{only_text}'" in err
