@@ -265,6 +265,18 @@ def test_report_of_an_empty_folder(tmp_path: Path) -> None:
         write_report(tmp_path / "nowhere")
 
 
+def test_report_escapes_names_from_the_run(tmp_path: Path) -> None:
+    """Folder names and metrics keys are user data: shown as text, never as markup."""
+    run = tmp_path / 'run <script>alert("x")'  # a folder name cannot hold '/'
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"<b>mine</b>": {"val": {"miou": 50.0}}}))
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "<script" not in text and "<b>mine" not in text
+    assert "&lt;script&gt;" in text and "&lt;b&gt;mine&lt;/b&gt;" in text
+    page = _Page(text)
+    assert page.rows[("<b>mine</b>", "val")][:3] == ["<b>mine</b>", "val", "50.0"]
+
+
 def test_pick_samples_is_deterministic_and_spread() -> None:
     samples = [
         Sample(f"{i:03d}", Path(f"{i}.jpg"), (0,), Path(f"{i}.png") if i % 5 else None)
