@@ -24,8 +24,15 @@ from puzzlecam.pipeline.report.figures import colourbar, save_rgb
 from puzzlecam.pipeline.report.text import describe, grouped
 from puzzlecam.visualize import colorize_labels, overlay_heatmap
 
-__all__ = ["THUMBNAIL_SIZE", "Cell", "SampleRow", "SampleTable", "Samples", "pick_samples",
-           "sample_tables"]  # fmt: skip
+__all__ = [
+    "THUMBNAIL_SIZE",
+    "Cell",
+    "SampleRow",
+    "SampleTable",
+    "Samples",
+    "pick_samples",
+    "sample_tables",
+]
 
 THUMBNAIL_SIZE = 256
 """Long side (pixels) of the sample pictures; smaller images are kept at their size."""
@@ -196,8 +203,9 @@ _NOTES = {
 }
 
 
-def _row(sample: Sample, classes: Sequence[str], columns: list[_Column], name: str,
-         out_dir: Path) -> SampleRow:  # fmt: skip
+def _row(
+    sample: Sample, classes: Sequence[str], columns: list[_Column], name: str, out_dir: Path
+) -> SampleRow:
     """One image's row; its pictures saved as ``samples/{name}_{column}.png``."""
     tags = ", ".join(classes[t] for t in sample.tags if t < len(classes)) or "no tags"
     try:
@@ -221,8 +229,9 @@ def _row(sample: Sample, classes: Sequence[str], columns: list[_Column], name: s
     return SampleRow(sample.image_id, tags, cells)
 
 
-def _table(summary: RunSummary, role: str, count: int, out_dir: Path,
-           bar: tqdm) -> SampleTable | None:  # fmt: skip
+def _table(
+    summary: RunSummary, role: str, count: int, out_dir: Path, bar: tqdm
+) -> SampleTable | None:
     split = summary.splits[role]
     samples = pick_samples(split.samples, count)
     columns, missing = _columns(summary, role)

@@ -175,9 +175,13 @@ def run_rows(summary: RunSummary) -> list[tuple[str, list[Line]]]:
         return []
     data = config.data
     data_lines: list[Line] = [
-        [_code(data.format), Span(" at "), _code(shown_path(data.root)),
-         Span(f", {len(summary.classes)} classes")]
-    ]  # fmt: skip
+        [
+            _code(data.format),
+            Span(" at "),
+            _code(shown_path(data.root)),
+            Span(f", {len(summary.classes)} classes"),
+        ]
+    ]
     for role in ("train", "val"):
         split = summary.splits.get(role)
         name = split.name if split else split_name(data, role)
