@@ -100,31 +100,16 @@ def test_a_plan_cut_early_keeps_the_fingerprints_of_the_stages_it_keeps() -> Non
     assert set(_prints("until=cams")) == {"data"} | _both("train_cls/{m}", *CAMS)
 
 
-# Settings that only add or shape another branch still reach stages that do not use them:
-# those stages run again for nothing (the results are the same, the time is lost).
-@pytest.mark.xfail(
-    strict=True,
-    reason="train_cls.baseline_plain_cam is part of train_cls, which every classifier's "
-    "fingerprint holds: turning the baseline on re-trains the Puzzle-CAM branch",
-)
+# Settings that only add or shape another branch reach no stage that does not use them
+# (``pipeline.branches``: such a stage would run again for the same result).
 def test_adding_the_plain_cam_baseline_leaves_the_puzzle_cam_branch_as_it_was() -> None:
     assert _changed("train_cls.baseline_plain_cam=false") == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train_seg.fully_supervised is part of train_seg, which the weak model's "
-    "fingerprint holds: asking for the upper bound re-trains the weak model",
-)
 def test_adding_the_fully_supervised_model_leaves_the_weak_model_as_it_was() -> None:
     assert _changed("train_seg.fully_supervised=false") == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the plain-CAM classifier trains with the puzzle terms off, but its fingerprint "
-    "holds all of train_cls.puzzle: a puzzle setting re-runs the plain-CAM branch",
-)
 def test_a_puzzle_setting_leaves_the_plain_cam_branch_as_it_was() -> None:
     puzzle_branch = {
         name

@@ -6,6 +6,13 @@ Both branches go through the same refinement (affinity labels, AffinityNet, rand
 walk, pseudo labels) with the same settings, which is the paper's Table 2; the
 segmentation model learns from the Puzzle-CAM branch's pseudo labels only.
 
+A flag that adds a branch (``train_cls.baseline_plain_cam``, ``train_seg.fully_supervised``)
+changes no other stage's output, so it enters a stage's settings (and so its fingerprint)
+only as whether the stage belongs to that branch (``classifier_settings``,
+``segmenter_settings``): adding a branch leaves the others done, and a run without the
+branch keeps the fingerprints it had. The plain-CAM classifier trains with the puzzle
+terms off, so no puzzle setting reaches it (``PLAIN_CAM_PUZZLE``).
+
 Every score of a branch has one key in metrics.json, defined here and nowhere else
 (the pipeline writes them, the summary and the report read them). The Puzzle-CAM
 branch keeps the keys it always had (``rw``, ``pseudo_labels`` ...); the plain
@@ -15,15 +22,22 @@ branch's carry its name (``plain_cam_rw`` ...). Evaluation files are named
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from puzzlecam.pipeline.config import TrainClsConfig, TrainSegConfig
+from puzzlecam.puzzle.losses import PuzzleConfig
 
 __all__ = [
     "METHODS",
     "SEGMENTATION_METHOD",
     "OUTPUTS",
     "METHOD_NAMES",
+    "PLAIN_CAM_PUZZLE",
+    "classifier_settings",
+    "segmenter_settings",
     "TABLE2_COLUMNS",
     "BranchScore",
     "BRANCH_SCORES",
@@ -45,6 +59,26 @@ OUTPUTS: tuple[Output, ...] = ("cams", "rw", "pseudo_labels_nocrf", "pseudo_labe
 (best background threshold), the pseudo labels before and after the dense CRF."""
 
 METHOD_NAMES = {"puzzle_cam": "Puzzle-CAM", "plain_cam": "plain CAM"}
+
+PLAIN_CAM_PUZZLE = PuzzleConfig(puzzle_classification=False, reconstruction=False, alpha_max=0.0)
+"""The plain-CAM classifier's puzzle settings: L_cls alone. With both terms off nothing
+else of the puzzle config reaches the weights (alpha, 0 here, weighs a zero term)."""
+
+
+def classifier_settings(train_cls: TrainClsConfig, method: str) -> TrainClsConfig:
+    """The settings ``method``'s classifier trains with, its fingerprint's: Puzzle-CAM's
+    configured puzzle terms or plain CAM's ``PLAIN_CAM_PUZZLE``, and the baseline flag
+    only as whether this is the baseline."""
+    puzzle = PLAIN_CAM_PUZZLE if method == "plain_cam" else train_cls.puzzle
+    return dataclasses.replace(train_cls, puzzle=puzzle, baseline_plain_cam=method == "plain_cam")
+
+
+def segmenter_settings(train_seg: TrainSegConfig, variant: str) -> TrainSegConfig:
+    """The settings the segmentation model ``variant`` (``weak`` on the pseudo labels,
+    ``full`` on ground truth) trains with, its fingerprint's: ``fully_supervised`` only as
+    whether this is the fully supervised one."""
+    return dataclasses.replace(train_seg, fully_supervised=variant == "full")
+
 
 TABLE2_COLUMNS: tuple[tuple[Output, str], ...] = (
     ("cams", "CAM"),

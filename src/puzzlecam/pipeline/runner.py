@@ -21,6 +21,8 @@ from puzzlecam.pipeline.branches import (
     SEGMENTATION_METHOD,
     TABLE2_COLUMNS,
     branch_table,
+    classifier_settings,
+    segmenter_settings,
 )
 from puzzlecam.pipeline.config import RunConfig
 from puzzlecam.pipeline.context import RunContext
@@ -66,7 +68,8 @@ def plan_stages(config: RunConfig) -> list[Stage]:
     methods = [m for m in METHODS if m == "puzzle_cam" or config.train_cls.baseline_plain_cam]
     for method in methods:
         add(f"train_cls/{method}", "train-cls", partial(S.stage_train_cls, method=method),
-            {"train_cls": config.train_cls, "method": method}, ("data",), ("train",),
+            {"train_cls": classifier_settings(config.train_cls, method), "method": method},
+            ("data",), ("train",),
             lambda run, m=method: (run.classifier_dir(m),))  # fmt: skip
     for method in methods:
         for role in ("train", "val"):
@@ -114,7 +117,7 @@ def plan_stages(config: RunConfig) -> list[Stage]:
 
     for variant in ["weak"] + (["full"] if config.train_seg.fully_supervised else []):
         add(f"train_seg/{variant}", "train-seg", partial(S.stage_train_seg, variant=variant),
-            {"train_seg": config.train_seg, "variant": variant},
+            {"train_seg": segmenter_settings(config.train_seg, variant), "variant": variant},
             (f"pseudo_labels/{SEGMENTATION_METHOD}/train",) if variant == "weak" else ("data",),
             ("train",), lambda run, v=variant: (run.segmentation_dir(v),))  # fmt: skip
         add(f"eval/predict/{variant}", "eval", partial(S.stage_predict_eval, variant=variant),

@@ -33,11 +33,16 @@ from puzzlecam.models.affinitynet import AffinityNet
 from puzzlecam.models.backbone import BackboneConfig, backbone_normalization
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.models.segmenter import Segmenter
-from puzzlecam.pipeline.branches import METHODS, SEGMENTATION_METHOD, metric_key
+from puzzlecam.pipeline.branches import (
+    METHODS,
+    SEGMENTATION_METHOD,
+    classifier_settings,
+    metric_key,
+    segmenter_settings,
+)
 from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.parallel import default_workers, map_images
 from puzzlecam.pipeline.run_dir import claim_output_dir
-from puzzlecam.puzzle.losses import PuzzleConfig
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
 from puzzlecam.segmentation.model_io import load_segmenter
 from puzzlecam.segmentation.predict import segment_arrays
@@ -49,7 +54,6 @@ from puzzlecam.training.optim import parameter_groups
 __all__ = [
     "METHODS",
     "pad_value",
-    "method_puzzle_config",
     "stage_data",
     "stage_train_cls",
     "stage_cams",
@@ -69,14 +73,6 @@ def pad_value(backbone: BackboneConfig) -> tuple[int, int, int]:
     """The backbone's mean colour in 0..255: zero after normalisation, the crop padding."""
     mean, _ = backbone_normalization(backbone.name)
     return tuple(round(255 * m) for m in mean)  # type: ignore[return-value]
-
-
-def method_puzzle_config(ctx: RunContext, method: str) -> PuzzleConfig:
-    """puzzle_cam uses the configured puzzle terms; plain_cam is the same with them off."""
-    puzzle = ctx.config.train_cls.puzzle
-    if method == "plain_cam":
-        return dataclasses.replace(puzzle, puzzle_classification=False, reconstruction=False)
-    return puzzle
 
 
 def stage_data(ctx: RunContext, fingerprint: str) -> None:
@@ -111,11 +107,11 @@ def load_classifier(
 
 
 def stage_train_cls(ctx: RunContext, fingerprint: str, method: str) -> None:
-    config = ctx.config.train_cls
+    config = classifier_settings(ctx.config.train_cls, method)  # the fingerprint's settings
     train = ctx.split("train")
     torch.manual_seed(config.loop.seed)  # the new layers' initial weights
     model = CamClassifier(config.backbone, train.num_classes)
-    trainer = PuzzleCamTrainer(model, method_puzzle_config(ctx, method))
+    trainer = PuzzleCamTrainer(model, config.puzzle)
     dataset = ClassificationDataset(
         train, config.augment, pad_value(config.backbone), config.loop.seed
     )
@@ -431,7 +427,7 @@ def segmenter_meta(ctx: RunContext) -> dict:
 
 
 def stage_train_seg(ctx: RunContext, fingerprint: str, variant: str) -> None:
-    config = ctx.config.train_seg
+    config = segmenter_settings(ctx.config.train_seg, variant)  # the fingerprint's settings
     train = ctx.split("train")
     label_dir = (
         ctx.run.pseudo_labels_dir(SEGMENTATION_METHOD, "train") if variant == "weak" else None
