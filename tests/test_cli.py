@@ -117,6 +117,35 @@ def test_timm_weights_offline_say_how_to_train_offline(folder_data, tmp_path, ca
     assert "pretrained: efficientnet-lite0-package" in line and "tf_efficientnet_lite0" in line
 
 
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        (
+            "train_seg.backbone.pretrained=timm",
+            "train_seg.backbone: backbone test_efficientnet, pretrained: timm: its ImageNet "
+            "weights could not be downloaded",
+        ),
+        (
+            "train_seg.backbone.pretrained=missing.safetensors",
+            "train_seg.backbone: pretrained weights file not found: missing.safetensors",
+        ),
+        ("train_seg.backbone.name=nosuchnet", "train_seg.backbone: unknown timm model 'nosuchnet'"),
+        (
+            "train_aff.backbone.pretrained=efficientnet-lite0-package",
+            "train_aff.backbone: pretrained: efficientnet-lite0-package holds "
+            "tf_efficientnet_lite0 weights, not test_efficientnet",
+        ),
+    ],
+)
+def test_later_stages_models_are_checked_before_the_first_stage(
+    folder_data, tmp_path, capsys, offline, override, problem
+):
+    # these failed only when their stage came, after every stage before it had run
+    line = fails(capsys, run_args(tmp_path, override))
+    assert f"error: {problem}" in line
+    assert list(json.loads((tmp_path / "run" / "manifest.json").read_text())) == ["data"]
+
+
 # --- weights files --------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from puzzlecam.models.pretrained import download_failed, load_pretrained
 __all__ = [
     "BackboneConfig",
     "ImageNormalizer",
+    "check_model_name",
     "create_backbone",
     "backbone_normalization",
     "freeze_batchnorm_stats",
@@ -72,14 +73,19 @@ def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, .
     return mean, std
 
 
+def check_model_name(name: str) -> None:
+    """Raise ConfigError, with similar names, unless timm has a model ``name``."""
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise ConfigError(f"unknown timm model '{name}'; similar names: {close}")
+
+
 def create_backbone(config: BackboneConfig) -> nn.Module:
     """timm ``features_only`` model with its pretrained weights loaded.
 
     Its ``feature_info`` gives channels and reductions of the (usually five) stages.
     """
-    if not timm.is_model(config.name):
-        close = timm.list_models(f"*{config.name.split('_')[0]}*")[:8]
-        raise ConfigError(f"unknown timm model '{config.name}'; similar names: {close}")
+    check_model_name(config.name)
     try:
         model = timm.create_model(
             config.name,

@@ -13,6 +13,7 @@ from puzzlecam.models.backbone import (
     BackboneConfig,
     ImageNormalizer,
     backbone_normalization,
+    check_model_name,
     freeze_batchnorm_stats,
 )
 from puzzlecam.models.pretrained import download_failed, load_pretrained
@@ -43,6 +44,7 @@ class Segmenter(nn.Module):
         head_norm: Literal["batch", "group"] = "group",
     ) -> None:
         super().__init__()
+        check_model_name(backbone.name)  # smp's "Unknown model" is a bare RuntimeError
         self.norm_mode = backbone.norm
         mean, std = backbone_normalization(backbone.name)
         self.normalize = ImageNormalizer(mean, std)

@@ -4,6 +4,7 @@ when interrupted (stages write atomically and skip finished files), timed."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -11,8 +12,10 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from puzzlecam.config import config_hash
-from puzzlecam.errors import RunDirError
+from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.pipeline import stages as S
 from puzzlecam.pipeline.branches import (
     BRANCH_SCORES,
@@ -30,7 +33,14 @@ from puzzlecam.pipeline.data_check import DataState, prepare_data
 from puzzlecam.pipeline.run_dir import RunDir, reclaim_output_dir
 from puzzlecam.training.distributed import barrier
 
-__all__ = ["Stage", "plan_stages", "stage_fingerprints", "run_pipeline", "format_summary"]
+__all__ = [
+    "Stage",
+    "plan_stages",
+    "stage_fingerprints",
+    "check_models",
+    "run_pipeline",
+    "format_summary",
+]
 
 
 def _no_outputs(run: RunDir) -> tuple[Path, ...]:
@@ -174,11 +184,54 @@ class _Reasons:
         return "its inputs changed since it finished"
 
 
+def _model_builders(stage: Stage) -> dict[tuple[str, Any], Callable[[], Any]]:
+    """What a training stage builds, keyed by (setting, backbone config) so that the two
+    branches' identical classifiers count once. The class counts do not matter here."""
+    from puzzlecam.models.affinitynet import AffinityNet
+    from puzzlecam.models.classifier import CamClassifier
+    from puzzlecam.models.segmenter import Segmenter
+
+    settings = stage.config
+    if stage.command == "train-cls":
+        config = settings["train_cls"]
+        return {("train_cls", config.backbone): lambda: CamClassifier(config.backbone, 2)}
+    if stage.command == "train-aff":
+        config = settings["train_aff"]
+        return {("train_aff", config.backbone): lambda: AffinityNet(config.backbone)}
+    if stage.command == "train-seg":
+        config = settings["train_seg"]
+        return {
+            ("train_seg", config.backbone): lambda: Segmenter(config.backbone, 3, config.head_norm)
+        }
+    return {}
+
+
+def check_models(stages: Iterable[Stage]) -> None:
+    """Build the model of every training stage in ``stages`` on the meta device (no
+    memory, no compute) before the first runs: an unknown backbone, a missing or
+    mismatched weights file, a missing weights package, or ``pretrained: timm`` weights
+    that cannot be downloaded fail now, not after the stages before them ran for hours.
+    ``timm`` weights are downloaded into timm's cache here, as the stage would.
+    """
+    builders: dict[tuple[str, Any], Callable[[], Any]] = {}
+    for stage in stages:
+        builders.update(_model_builders(stage))
+    for (section, _), build in builders.items():
+        try:
+            with warnings.catch_warnings(), torch.device("meta"):
+                # loading real weights into meta tensors is a no-op torch warns about
+                warnings.simplefilter("ignore", UserWarning)
+                build()
+        except ConfigError as error:
+            raise ConfigError(f"{section}.backbone: {error}") from error
+
+
 def run_pipeline(ctx: RunContext, commands: Iterable[str] | None = None) -> None:
     """Run the stages of ``commands`` (all when None) that are not done yet.
 
     The data stage comes first; then the data are checked and their signatures recorded
-    (``pipeline.data_check``, every run) and enter the fingerprints of the later stages.
+    (``pipeline.data_check``, every run) and enter the fingerprints of the later stages;
+    then the models of the training stages to run are built once (``check_models``).
     """
     data_stage, *plan = plan_stages(ctx.config)
     if ctx.dist.is_main and ctx.run.root.is_dir():
@@ -196,6 +249,15 @@ def run_pipeline(ctx: RunContext, commands: Iterable[str] | None = None) -> None
     by_name = {stage.name: stage for stage in full_plan}
     why = _Reasons(full_plan, data)
     wanted = None if commands is None else set(commands)
+    to_run = [
+        stage
+        for stage in plan
+        if (wanted is None or stage.command in wanted)
+        and not ctx.run.is_done(stage.name, prints[stage.name])
+    ]
+    if ctx.dist.is_main:
+        check_models(to_run)
+    barrier(ctx.dist)
     for stage in plan:
         if wanted is None or stage.command in wanted:
             _run_stage(ctx, stage, prints, by_name, why)
