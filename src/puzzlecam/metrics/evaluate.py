@@ -184,11 +184,14 @@ def _load_gt(path: Path, num_labels: int) -> np.ndarray:
 def _check_size(
     pred_path: Path, pred_size: tuple[int, ...], gt_path: Path, gt_size: tuple[int, ...]
 ) -> None:
+    # without the image either file can be the wrong one: a resized prediction, or a
+    # ground-truth mask made for another image (the pipeline checks its masks up front)
     if pred_size != gt_size:
         raise DataError(
             pred_path,
             f"prediction is {pred_size[0]}x{pred_size[1]} (HxW) but its ground truth "
-            f"{gt_path} is {gt_size[0]}x{gt_size[1]}; predictions must be at the image's size",
+            f"{gt_path} is {gt_size[0]}x{gt_size[1]}; both must be at their image's size: "
+            "check which of the two is not (a resized prediction, or the mask of another image)",
         )
 
 
