@@ -244,10 +244,11 @@ def check_output(
 
 def _predict(args: argparse.Namespace) -> int:
     from puzzlecam.segmentation.model_io import load_segmenter, resolve_weights
-    from puzzlecam.segmentation.predict import collect_images, predict_images
+    from puzzlecam.segmentation.predict import check_out_dir, collect_images, predict_images
     from puzzlecam.training.distributed import resolve_device
 
     check_output(args.out, "folder")
+    check_out_dir(args.out)
     device = resolve_device(args.device)
     weights = resolve_weights(args.model, args.variant)
     config = _predict_config(args)

@@ -25,7 +25,7 @@ from puzzlecam.segmentation.predict import (
 )
 from puzzlecam.training.loop import save_weights
 from tests.helpers import TINY_CLASSES as CLASSES
-from tests.helpers import save_tiny_segmenter
+from tests.helpers import save_tiny_segmenter, tree_digest, write_folder_dataset
 
 FAST = PredictConfig(scales=(1.0,), flip=False, batch_size=2, max_long_side=64)
 
@@ -108,7 +108,8 @@ def test_predict_folder_of_odd_images(model, odd_folder, tmp_path, capsys):
         with Image.open(out / "overlays" / f"{name}.jpg") as overlay:
             assert overlay.size == size[::-1] and overlay.mode == "RGB"
     assert (out / "classes.txt").read_text().split() == list(CLASSES)
-    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left
+    hidden = [p.name for p in out.rglob("*") if p.name.startswith(".")]
+    assert hidden == [".puzzlecam-predict"]  # the folder's marker, no temp files left
     # the EXIF image's mask is the one of its upright pixels
     upright = np.asarray(Image.open(odd_folder / "exif.jpg").transpose(Image.Transpose.ROTATE_270))
     assert upright.shape[:2] == (80, 48)
@@ -302,3 +303,25 @@ def test_cli_predict_names_files_that_are_not_images(weights, mixed_folder, tmp_
         f"warning: 1 file(s) left out, not images Pillow can read: {only_text / 'notes.txt'}" in err
     )
     assert f"puzzlecam predict: error: {only_text}: no images found for '{only_text}'" in err
+
+
+def test_predict_never_overwrites_files_it_did_not_write(weights, tmp_path, capsys):
+    # --out given a data set's root: its ground-truth masks/ and classes.txt would be replaced
+    data = write_folder_dataset(tmp_path / "data", splits=(("val", 2),))
+    before = tree_digest(data)
+    argv = ["predict", "--model", str(weights), str(data / "images"), "--no-progress"]
+    assert main([*argv, "--out", str(data)]) == 2
+    assert capsys.readouterr().err == (
+        f"puzzlecam predict: error: {data}: holds masks, classes.txt that puzzlecam predict did "
+        "not write, and predicting there would overwrite them; choose a new or empty --out "
+        "folder\n"
+    )
+    assert tree_digest(data) == before
+    with pytest.raises(DataError, match="holds masks, classes.txt"):
+        predict_images(None, CLASSES, [], data, FAST, "cpu", progress=False)
+    # an empty masks/ is no one's; a folder predict wrote is written again
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["val-00.png", "val-01.png"]

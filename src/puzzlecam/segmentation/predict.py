@@ -43,6 +43,7 @@ __all__ = [
     "collect_images",
     "output_names",
     "PredictSummary",
+    "check_out_dir",
     "predict_images",
 ]
 
@@ -360,6 +361,30 @@ class PredictSummary:
         return text
 
 
+_MARKER = ".puzzlecam-predict"  # in an output folder predict_images wrote
+_OUTPUTS = ("masks", "overlays", "classes.txt")
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """Refuse an ``out_dir`` whose masks/, overlays/ or classes.txt ``predict_images`` did
+    not write: it would overwrite them (``--out`` given a data set's root would replace
+    its ground-truth masks). Folders predict wrote before are reused."""
+    out_dir = Path(out_dir)
+    if (out_dir / _MARKER).is_file():
+        return
+
+    def in_use(path: Path) -> bool:  # a file, or a folder with something in it
+        return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+    found = [name for name in _OUTPUTS if in_use(out_dir / name)]
+    if found:
+        raise DataError(
+            out_dir,
+            f"holds {', '.join(found)} that puzzlecam predict did not write, and predicting "
+            "there would overwrite them; choose a new or empty --out folder",
+        )
+
+
 def _save_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> None:
     with atomic_write(path) as handle:
         Image.fromarray(image).save(handle, format="JPEG", quality=quality)
@@ -386,12 +411,15 @@ def predict_images(
     the image's upright size, 0 = background, i = ``classes[i-1]``) and
     ``out_dir/overlays/{name}.jpg``, names from ``output_names``; ``out_dir/classes.txt``
     lists the classes. Files that cannot be read are skipped, one printed line each.
+    Raises DataError, before writing anything, for an ``out_dir`` that ``check_out_dir``
+    refuses.
 
     Consecutive images of one working size go through the model together, up to
     ``config.batch_size``. ``model`` must be on ``device`` in eval mode. Existing outputs
     are overwritten (every file is written atomically).
     """
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     crf_iterations = config.crf_iterations if config.crf else 0
     if crf_iterations and not crf_available():
         tqdm.write("CRF skipped: pydensecrf2 is not installed (pip install 'puzzlecam[crf]')")
@@ -405,6 +433,8 @@ def predict_images(
         )
         for name in names
     }
+    with atomic_write(out_dir / _MARKER) as handle:
+        handle.write(b"masks/, overlays/ and classes.txt written by puzzlecam predict\n")
     with atomic_write(out_dir / "classes.txt") as handle:
         handle.write("".join(f"{name}\n" for name in classes).encode("utf-8"))
     written: list[tuple[Path, str]] = []
