@@ -47,6 +47,13 @@ def test_missing_image(tmp_path):
     root = _folder(tmp_path / "f", ["a,cat", "zzz,dog"])
     with pytest.raises(DataError, match="missing.*zzz"):
         read_folder(root, "train")
+    # a GIF (any format a data set does not take) is named, not just "missing"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / "zzz.gif")
+    with pytest.raises(DataError, match=r"\['zzz'\]; found in other formats: \['zzz.gif'\]: conv"):
+        read_folder(root, "train")
+    (root / "labels.csv").write_text("image_id,tags\nzzz.gif,dog\n")
+    with pytest.raises(DataError, match=r"\['zzz.gif'\]; found in other formats: \['zzz.gif'\]"):
+        read_folder(root, "train")
 
 
 def test_masks_are_found(tmp_path):

@@ -18,6 +18,7 @@ or of stems that differ only in case, are refused: their outputs would be one fi
 from __future__ import annotations
 
 import csv
+import glob
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,18 @@ def _find_image(folder: Path, image_id: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def _other_formats(folder: Path, image_ids: Sequence[str]) -> list[str]:
+    """Files of ``folder`` named like the missing ``image_ids`` but with an extension a
+    data set does not take (``x.gif`` for id ``x`` or ``x.gif``): the reason they are
+    missing, which "missing" alone would hide."""
+    found = []
+    for image_id in image_ids:
+        stem = _output_stem(image_id)
+        candidates = [folder / image_id, *folder.glob(f"{glob.escape(stem)}.*")]
+        found += sorted({p.name for p in candidates if p.is_file()})
+    return found
 
 
 def _output_stem(image_id: str) -> str:
@@ -117,9 +130,16 @@ def read_folder(root: str | Path, split: str, classes: Sequence[str] | None = No
         mask_path = id_path(root / "masks", stem, ".png")
         samples.append(Sample(stem, image_path, tags, mask_path if mask_path.is_file() else None))
     if missing:
+        others = _other_formats(root / "images", missing[:20])
+        hint = (
+            f"; found in other formats: {others[:5]}: convert them to one of "
+            f"{'/'.join(IMAGE_EXTENSIONS)} (e.g. PNG)"
+            if others
+            else ""
+        )
         raise DataError(
             root / "images",
-            f"{len(missing)} images listed in labels.csv are missing, e.g. {missing[:5]}",
+            f"{len(missing)} images listed in labels.csv are missing, e.g. {missing[:5]}{hint}",
         )
     if not samples and not skipped:
         raise DataError(csv_path, f"no rows belong to split '{split}'")
