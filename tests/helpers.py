@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from puzzlecam.config import to_dict
+from puzzlecam.dataclass_yaml import to_dict
 from puzzlecam.io import save_label_png
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.segmenter import Segmenter

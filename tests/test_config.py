@@ -1,6 +1,6 @@
 import pytest
 
-from puzzlecam.config import apply_overrides, config_hash, from_dict, to_dict
+from puzzlecam.dataclass_yaml import apply_overrides, config_hash, from_dict, to_dict
 from puzzlecam.errors import ConfigError
 from puzzlecam.pipeline.config import RunConfig, load_run_config
 

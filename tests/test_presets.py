@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from puzzlecam.config import to_dict
+from puzzlecam.dataclass_yaml import to_dict
 from puzzlecam.models.affinitynet import AffinityNet
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.classifier import CamClassifier

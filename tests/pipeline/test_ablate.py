@@ -7,7 +7,7 @@ import json
 import pytest
 
 from puzzlecam.cli import main
-from puzzlecam.config import to_dict
+from puzzlecam.dataclass_yaml import to_dict
 from puzzlecam.errors import ConfigError
 from puzzlecam.pipeline.ablate import format_ablation, summarize, variant_config
 from puzzlecam.pipeline.config import load_run_config

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from puzzlecam.cli import main
-from puzzlecam.config import dump_yaml
+from puzzlecam.dataclass_yaml import dump_yaml
 from puzzlecam.errors import DataError, RunDirError
 from puzzlecam.io import load_label_png
 from puzzlecam.pipeline.config import PredictConfig, load_run_config

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from puzzlecam.config import config_hash
 from puzzlecam.data.samples import SplitData
+from puzzlecam.dataclass_yaml import config_hash
 
 __all__ = ["FileStat", "file_stat", "split_table", "table_signature", "describe_changes"]
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from puzzlecam.config import require
 from puzzlecam.constants import IGNORE_INDEX
+from puzzlecam.dataclass_yaml import require
 
 __all__ = ["AugmentConfig", "augment", "random_crop_box", "resize_long_side"]
 

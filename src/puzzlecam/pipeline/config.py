@@ -12,9 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from puzzlecam.config import NOT_FINGERPRINTED, apply_overrides, from_dict, load_yaml, require
 from puzzlecam.data.demo import DemoDataConfig
 from puzzlecam.data.transforms import AugmentConfig
+from puzzlecam.dataclass_yaml import (
+    NOT_FINGERPRINTED,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    require,
+)
 from puzzlecam.errors import ConfigError
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.puzzle.losses import PuzzleConfig

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from puzzlecam.config import config_hash, dump_yaml, fingerprint_data, from_dict
+from puzzlecam.dataclass_yaml import config_hash, dump_yaml, fingerprint_data, from_dict
 from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.io import atomic_write, read_json, read_text, write_json
 

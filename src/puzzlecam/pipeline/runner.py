@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from puzzlecam.config import config_hash
+from puzzlecam.dataclass_yaml import config_hash
 from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.pipeline import stages as S
 from puzzlecam.pipeline.branches import (

@@ -18,13 +18,13 @@ from puzzlecam.affinity.label_maps import confident_labels, pseudo_labels
 from puzzlecam.affinity.trainer import AffinityTrainer
 from puzzlecam.cams.scores import ScoreMaps, load_scores, save_scores
 from puzzlecam.cams.writer import write_cams
-from puzzlecam.config import to_dict
 from puzzlecam.crf import crf_available
 from puzzlecam.data.datasets import ClassificationDataset, InferenceDataset, SegmentationDataset
 from puzzlecam.data.demo import build_demo_dataset
 from puzzlecam.data.ids import id_path
 from puzzlecam.data.loader import CheckedLoader
 from puzzlecam.data.samples import Sample, tags_to_vector
+from puzzlecam.dataclass_yaml import to_dict
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import load_image, save_label_png
 from puzzlecam.metrics.classification import multilabel_scores

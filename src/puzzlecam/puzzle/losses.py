@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from puzzlecam.config import require
+from puzzlecam.dataclass_yaml import require
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.puzzle.tiling import merge, tile
 

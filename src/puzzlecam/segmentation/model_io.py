@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from puzzlecam.config import from_dict
+from puzzlecam.dataclass_yaml import from_dict
 from puzzlecam.errors import ConfigError, DataError, RunDirError
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.segmenter import Segmenter

@@ -28,8 +28,8 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from puzzlecam.config import NOT_FINGERPRINTED, require
 from puzzlecam.data.loader import CheckedLoader
+from puzzlecam.dataclass_yaml import NOT_FINGERPRINTED, require
 from puzzlecam.errors import ConfigError, DataError, RunDirError, TrainingError
 from puzzlecam.io import append_jsonl, atomic_write, load_tensor_file, read_jsonl
 from puzzlecam.training.distributed import DistContext, maybe_no_sync

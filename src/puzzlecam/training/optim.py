@@ -12,7 +12,7 @@ import torch
 from timm.optim import create_optimizer_v2
 from torch import nn
 
-from puzzlecam.config import require
+from puzzlecam.dataclass_yaml import require
 
 __all__ = ["OptimConfig", "parameter_groups", "build_optimizer", "poly_factor", "set_poly_lr"]
 
