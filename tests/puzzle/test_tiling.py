@@ -43,3 +43,10 @@ def test_odd_sizes_are_padded_not_cropped():
 def test_merge_rejects_wrong_tile_count():
     with pytest.raises(ValueError, match="cannot come from"):
         merge(torch.zeros(5, 1, 2, 2), 2)
+
+
+def test_the_package_exports_what_the_readme_documents():
+    import puzzlecam.puzzle as puzzle
+
+    assert puzzle.tile is tile and puzzle.merge is merge
+    assert all(hasattr(puzzle, name) for name in puzzle.__all__)
