@@ -4,11 +4,13 @@ from PIL import Image
 
 from puzzlecam.errors import DataError
 from puzzlecam.io import (
+    append_jsonl,
     atomic_write,
     image_size,
     load_image,
     load_label_png,
     load_npz,
+    read_jsonl,
     save_label_png,
     save_npz,
 )
@@ -142,3 +144,23 @@ def test_tensor_files_load_and_bad_ones_are_refused_without_running_them(tmp_pat
         assert caught.value.path.name == name and "weights_only" not in str(caught.value)
     with pytest.raises(DataError, match="weights file not found; fix"):
         load_tensor_file(folder / "missing.pt", "fix")
+
+
+def test_jsonl_skips_only_a_torn_last_line(tmp_path):
+    path = tmp_path / "log.jsonl"
+    assert read_jsonl(path) == []
+    append_jsonl(path, {"step": 1})
+    append_jsonl(path, {"step": 2})
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"step": 3, "lo')  # a write interrupted mid-line
+    assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
+    path.write_text('{"step": 1}\n{"step": 2}', encoding="utf-8")  # whole, no newline
+    assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
+
+
+def test_jsonl_names_a_bad_line_that_is_not_the_last(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 1}\n\n{"step": 2, "lo\n{"step": 3}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 3 is not a JSON record") as caught:
+        read_jsonl(path)
+    assert caught.value.path == path

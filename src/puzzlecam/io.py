@@ -323,14 +323,30 @@ def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; an incomplete last line (interrupted write) is dropped."""
+    """Records of a JSON-lines file ([] when there is none); blank lines are skipped.
+
+    A last line without its newline that is not JSON is a write that was interrupted
+    (``append_jsonl`` writes whole lines): it is skipped. Any other line that is not JSON
+    raises DataError naming the file and the line.
+    """
     path = Path(path)
     if not path.is_file():
         return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    last = lines.pop()  # "" when the file ends with a newline
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+        except json.JSONDecodeError as error:
+            raise DataError(
+                path,
+                f"line {number} is not a JSON record ({error.msg}); only an interrupted "
+                "last line is skipped: repair or delete that line",
+            ) from error
+    if last.strip():
+        with contextlib.suppress(json.JSONDecodeError):  # torn by an interrupted write
+            records.append(json.loads(last))
     return records
