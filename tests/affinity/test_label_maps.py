@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from puzzlecam.affinity import label_maps
-from puzzlecam.affinity.label_maps import confident_labels, pseudo_labels, threshold_argmax
+from puzzlecam.affinity.label_maps import confident_labels, pseudo_labels
+from puzzlecam.cams.scores import threshold_argmax
 from puzzlecam.constants import IGNORE_INDEX
 from puzzlecam.crf import crf_available
 

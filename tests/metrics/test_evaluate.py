@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from puzzlecam.cams.scores import ScoreMaps, save_scores, scores_to_labels
+from puzzlecam.cams.scores import ScoreMaps, save_scores, threshold_argmax
 from puzzlecam.errors import DataError
 from puzzlecam.io import read_json, save_label_png
 from puzzlecam.metrics.confusion import ConfusionMatrix, confusion_counts
@@ -17,6 +17,11 @@ from puzzlecam.metrics.sweep import DEFAULT_THRESHOLDS
 CLASSES = ("cat", "dog", "bird")  # labels 1..3, background 0
 NUM_LABELS = len(CLASSES) + 1
 SIZES = {"a": (12, 16), "b": (9, 7), "c": (20, 11)}
+
+
+def labels_at(scores, keys, threshold):
+    """(H, W) label map: each channel's key where threshold_argmax picks it, else 0."""
+    return np.concatenate([[0], np.asarray(keys, np.int64)])[threshold_argmax(scores, threshold)]
 
 
 def make_gt(rng, size):
@@ -76,7 +81,7 @@ def test_score_files_sweep_and_best_threshold(data):
     mious = []
     for threshold, entry in zip(DEFAULT_THRESHOLDS, result.sweep, strict=True):
         naive = sum(
-            confusion_counts(scores_to_labels(m.scores, m.keys, threshold), gts[i], NUM_LABELS)
+            confusion_counts(labels_at(m.scores, m.keys, threshold), gts[i], NUM_LABELS)
             for i, m in scores.items()
         )
         np.testing.assert_array_equal(entry.matrix, naive)
@@ -111,7 +116,7 @@ def test_custom_thresholds_and_image_ids(data):
     )  # fmt: skip
     assert result.num_images == 2 and result.thresholds == (0.3, 0.6)
     naive = sum(
-        confusion_counts(scores_to_labels(scores[i].scores, scores[i].keys, 0.6), gts[i], 4)
+        confusion_counts(labels_at(scores[i].scores, scores[i].keys, 0.6), gts[i], 4)
         for i in ("a", "b")
     )
     np.testing.assert_array_equal(result.sweep[1].matrix, naive)

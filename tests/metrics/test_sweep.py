@@ -1,9 +1,9 @@
-"""The one-pass threshold sweep equals looping scores_to_labels per threshold."""
+"""The one-pass threshold sweep equals looping threshold_argmax per threshold."""
 
 import numpy as np
 import pytest
 
-from puzzlecam.cams.scores import scores_to_labels
+from puzzlecam.cams.scores import threshold_argmax
 from puzzlecam.metrics.confusion import SegmentationScores, confusion_counts
 from puzzlecam.metrics.sweep import (
     DEFAULT_THRESHOLDS,
@@ -15,11 +15,16 @@ from puzzlecam.metrics.sweep import (
 )
 
 
+def labels_at(scores, keys, threshold):
+    """(H, W) label map: each channel's key where threshold_argmax picks it, else 0."""
+    return np.concatenate([[0], np.asarray(keys, np.int64)])[threshold_argmax(scores, threshold)]
+
+
 def naive_sweep(images, num_labels, thresholds):
-    """(T, L, L): for each threshold, labels via scores_to_labels, then one confusion matrix."""
+    """(T, L, L): for each threshold, labels via threshold_argmax, then one confusion matrix."""
     return np.stack(
         [
-            sum(confusion_counts(scores_to_labels(s, k, t), g, num_labels) for s, k, g in images)
+            sum(confusion_counts(labels_at(s, k, t), g, num_labels) for s, k, g in images)
             for t in thresholds
         ]
     )

@@ -5,21 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from puzzlecam.cams.scores import threshold_argmax
 from puzzlecam.constants import IGNORE_INDEX
 from puzzlecam.crf import crf_refine_labels
 
-__all__ = ["threshold_argmax", "confident_labels", "pseudo_labels"]
-
-
-def threshold_argmax(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Index map over ``[background = threshold, scores...]``: (K, H, W) -> (H, W) int64
-    in 0..K, 0 where no channel beats the threshold (ties go to background)."""
-    height, width = scores.shape[-2:]
-    if scores.shape[0] == 0:
-        return np.zeros((height, width), dtype=np.int64)
-    best = scores.argmax(axis=0)
-    best_score = np.take_along_axis(scores, best[None], axis=0)[0]
-    return np.where(best_score > threshold, best + 1, 0).astype(np.int64)
+__all__ = ["confident_labels", "pseudo_labels"]
 
 
 def _refined(image: np.ndarray, index: np.ndarray, channels: int, iterations: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 from puzzlecam.errors import DataError
 from puzzlecam.io import load_npz, save_npz
 
-__all__ = ["ScoreMaps", "save_scores", "load_scores", "scores_to_labels"]
+__all__ = ["ScoreMaps", "save_scores", "load_scores", "threshold_argmax"]
 
 
 @dataclass(frozen=True)
@@ -63,18 +63,17 @@ def load_scores(path: str | Path) -> ScoreMaps:
     )
 
 
-def scores_to_labels(scores: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
-    """Label map from class scores with a constant background score.
+def threshold_argmax(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Index map over ``[background = threshold, scores...]``: (K, H, W) -> (H, W) int64
+    in 0..K, 0 where no channel beats the threshold (ties go to background), else 1 + the
+    best channel. ``np.concatenate([[0], keys])[index]`` gives the label map.
 
-    scores: (K, H, W) float; keys: (K,) label values; returns (H, W) uint8 where each
-    pixel takes the label of its best channel, or 0 (background) when no channel
-    exceeds ``threshold``. Ties go to background.
+    The threshold is compared in the scores' dtype (NumPy's NEP 50), as the threshold
+    sweep of ``puzzlecam.metrics.sweep`` does.
     """
     height, width = scores.shape[-2:]
     if scores.shape[0] == 0:
-        return np.zeros((height, width), dtype=np.uint8)
+        return np.zeros((height, width), dtype=np.int64)
     best = scores.argmax(axis=0)
     best_score = np.take_along_axis(scores, best[None], axis=0)[0]
-    labels = np.asarray(keys, dtype=np.int64)[best]
-    labels[best_score <= threshold] = 0
-    return labels.astype(np.uint8)
+    return np.where(best_score > threshold, best + 1, 0).astype(np.int64)

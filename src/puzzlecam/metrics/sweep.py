@@ -1,9 +1,9 @@
 """Background-threshold sweep over CAM-like score maps, all thresholds in one pass.
 
-``scores_to_labels(scores, keys, t)`` labels a pixel with its best channel's key when
-that channel's score ``s`` exceeds ``t`` and background (0) otherwise (ties ``s == t``
-go to background). For thresholds ``t_0 < t_1 < ... < t_{T-1}`` a pixel is therefore
-foreground exactly at the thresholds below ``s``: at ``t_j`` for ``j < b`` with
+``threshold_argmax(scores, t)`` (``puzzlecam.cams.scores``) gives a pixel its best channel's
+label when that channel's score ``s`` exceeds ``t`` and background (0) otherwise (ties
+``s == t`` go to background). For thresholds ``t_0 < t_1 < ... < t_{T-1}`` a pixel is
+therefore foreground exactly at the thresholds below ``s``: at ``t_j`` for ``j < b`` with
 ``b = #{j : t_j < s}`` its *bucket*. So per image we compute each pixel's best channel
 and bucket once, count pixels by (bucket, gt, channel) with ONE ``np.bincount``, and
 recover every threshold's confusion matrix with cumulative sums over buckets:
@@ -11,8 +11,8 @@ recover every threshold's confusion matrix with cumulative sums over buckets:
     M_j[g, l] = sum_{b > j} N[b, g, l]        (foreground: best label l predicted)
     M_j[g, 0] += sum_{b <= j} sum_l N[b, g, l]  (background predicted)
 
-The result equals looping ``scores_to_labels`` + ``confusion_counts`` per threshold
-exactly, including how thresholds round: like ``scores_to_labels`` (NumPy's NEP 50
+The result equals looping ``threshold_argmax`` + ``confusion_counts`` per threshold
+exactly, including how thresholds round: like ``threshold_argmax`` (NumPy's NEP 50
 rules), a threshold is compared in the score array's own dtype, so float16 scores
 meet float16-rounded thresholds.
 """
@@ -83,7 +83,7 @@ def _best_channel(scores: np.ndarray, work_dtype: type) -> tuple[np.ndarray, np.
 def _float16_bucket_table(thresholds: tuple[float, ...], stride: int, dtype: str) -> np.ndarray:
     """(65536,) ``dtype``: for each float16 bit pattern v, ``stride * #{j : t_j < v}``.
 
-    Thresholds are rounded to float16 first, as ``scores_to_labels`` compares them
+    Thresholds are rounded to float16 first, as ``threshold_argmax`` compares them
     (entries for negative values and NaN are never read). Read-only, shared by threads.
     """
     values = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
@@ -143,7 +143,7 @@ def bucket_counts(
         np.add(index, gt.astype(index_dtype) * index_dtype(num_channels), out=index)
         np.add(index, channel, out=index, casting="unsafe")
     else:
-        # Compare where scores_to_labels does: in the scores' dtype (thresholds rounded to
+        # Compare where threshold_argmax does: in the scores' dtype (thresholds rounded to
         # it), done in float32 for float16 (exact: every float16 is a float32, and fast).
         work_dtype = np.float64 if scores.dtype == np.float64 else np.float32
         cut = np.asarray(thresholds, dtype=np.float64).astype(scores.dtype).astype(work_dtype)
