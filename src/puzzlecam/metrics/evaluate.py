@@ -25,13 +25,13 @@ from puzzlecam.cams.scores import load_scores
 from puzzlecam.constants import BACKGROUND, IGNORE_INDEX
 from puzzlecam.errors import DataError
 from puzzlecam.io import load_label_png, write_json
-from puzzlecam.metrics.confusion import SegmentationScores, confusion_counts
+from puzzlecam.metrics.confusion import ConfusionMatrix, SegmentationScores, confusion_counts
 from puzzlecam.metrics.sweep import (
     DEFAULT_THRESHOLDS,
+    ThresholdSweep,
     best_threshold_index,
     bucket_counts,
     check_thresholds,
-    sweep_matrices,
 )
 
 __all__ = [
@@ -354,31 +354,32 @@ def evaluate_directory(
             return _score_counts(predictions[image_id], gt_files[image_id], num_labels, cuts)
         return _label_counts(predictions[image_id], gt_files[image_id], num_labels)
 
-    total: np.ndarray | None = None
+    accumulator = (
+        ThresholdSweep(num_labels, cuts) if kind == "scores" else ConfusionMatrix(num_labels)
+    )
     bar = tqdm(total=len(scored), desc=f"eval {kind}", unit="img", disable=not progress)
     try:
         for counts in _map_bounded(count, scored, workers):
-            if total is None:
-                total = counts.astype(np.int64, copy=True)
-            else:
-                total += counts
+            accumulator.add(counts)
             bar.update(1)
     finally:
         bar.close()
-    if total is None or not total.any():
+
+    sweep: tuple[SegmentationScores, ...] = ()
+    thresholds_out: tuple[float, ...] = ()
+    threshold: float | None = None
+    if isinstance(accumulator, ThresholdSweep):
+        sweep = accumulator.compute()
+        scores = sweep[0]  # every threshold counts the same pixels
+    else:
+        scores = accumulator.compute()
+    if scores.num_pixels == 0:
         raise DataError(
             gt_dir, f"nothing to score: every ground-truth pixel of the {len(scored)} images is 255"
         )
-
-    if kind == "scores":
-        sweep = tuple(SegmentationScores.from_matrix(m) for m in sweep_matrices(total))
+    if sweep:
         best = best_threshold_index(sweep)
-        scores = sweep[best]
-        threshold: float | None = cuts[best]
-        thresholds_out = cuts
-    else:
-        sweep, thresholds_out, threshold = (), (), None
-        scores = SegmentationScores.from_matrix(total)
+        scores, threshold, thresholds_out = sweep[best], cuts[best], cuts
     return EvaluationResult(
         kind=kind,
         class_names=names,
