@@ -65,6 +65,7 @@ from puzzlecam.data.ids import check_image_id, id_path
 from puzzlecam.data.samples import Sample, SplitData
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import read_json, save_label_png, write_json
+from puzzlecam.parallel import default_workers
 
 __all__ = ["read_coco", "coco_class_mapping", "coco_semantic_mask", "MASK_FOLDER"]
 
@@ -241,11 +242,6 @@ def _write_masks(
         raise DataError(json_path, problem)
 
 
-def _default_workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(8, cores or 1))
-
-
 def _prepare_mask_folder(folder: Path, meta: dict[str, Any], json_path: Path) -> set[str]:
     """Create or check the mask folder; the ids of the masks already in it."""
     meta_path = folder / _MASKS_META
@@ -340,8 +336,8 @@ def read_coco(
     ``classes`` restricts, reorders or renames the categories (else ``root/classes.txt``,
     else all of them in category-id order); see the module docstring for the rules of tags
     and masks. ``cache_dir`` replaces ``root/puzzlecam_masks`` (for a read-only data root);
-    ``workers`` processes write the masks (default: the CPU count, at most 8);
-    ``progress`` shows a bar (None: on a terminal only).
+    ``workers`` processes write the masks (default ``parallel.default_workers``: the CPUs
+    this process may use, at most 8); ``progress`` shows a bar (None: on a terminal only).
     """
     root = Path(root)
     json_path = root / "annotations" / f"instances_{split}.json"
@@ -417,6 +413,6 @@ def read_coco(
     done = _prepare_mask_folder(mask_dir, meta, json_path)
     todo = [task for task in tasks if task[0].stem not in done]
     if todo:
-        _write_masks(todo, json_path, workers or _default_workers(), progress, f"masks {split}")
+        _write_masks(todo, json_path, workers or default_workers(), progress, f"masks {split}")
     samples.sort(key=lambda s: s.image_id)
     return SplitData(split, class_names, tuple(samples), tuple(sorted(skipped)))

@@ -33,6 +33,7 @@ from puzzlecam.metrics.sweep import (
     bucket_counts,
     check_thresholds,
 )
+from puzzlecam.parallel import default_workers
 
 __all__ = [
     "PredictionKind",
@@ -251,10 +252,6 @@ def _map_bounded(
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
-
-
 def evaluate_directory(
     pred_dir: str | Path,
     gt_dir: str | Path | Mapping[str, Path],
@@ -277,7 +274,8 @@ def evaluate_directory(
     have a prediction. thresholds: background thresholds for score files, strictly
     increasing (default 0.05..0.95 step 0.05; ignored for PNGs); the result is reported
     at the one with the best mIoU (the lowest on ties). progress: tqdm bar over images.
-    num_workers: threads reading and counting images (default min(4, CPUs); 0 inline).
+    num_workers: threads reading and counting images (default ``parallel.default_workers``;
+    0 inline).
 
     Raises DataError for a missing prediction of a listed id, mixed formats, a size
     mismatch, a gt value outside {0..C, 255}, an unreadable file, or nothing to score.
@@ -297,7 +295,7 @@ def evaluate_directory(
     if num_labels > IGNORE_INDEX:
         raise ValueError(f"at most {IGNORE_INDEX - 1} classes fit in a uint8 label map")
     cuts = check_thresholds(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
-    workers = _default_workers() if num_workers is None else num_workers
+    workers = default_workers() if num_workers is None else num_workers
 
     pred_dir = Path(pred_dir)
     kind, predictions = find_predictions(pred_dir)

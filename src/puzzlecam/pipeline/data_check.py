@@ -32,8 +32,8 @@ from puzzlecam.data.samples import SplitData, mask_size_problem, mask_values_pro
 from puzzlecam.data.signature import describe_changes, split_table, table_signature
 from puzzlecam.errors import DataError, RunDirError
 from puzzlecam.io import image_size, load_label_png, read_json, write_json
+from puzzlecam.parallel import default_workers, map_images
 from puzzlecam.pipeline.context import RunContext
-from puzzlecam.pipeline.parallel import default_workers, map_images
 from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.training.distributed import barrier
 

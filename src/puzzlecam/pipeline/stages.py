@@ -33,6 +33,7 @@ from puzzlecam.models.affinitynet import AffinityNet
 from puzzlecam.models.backbone import BackboneConfig, backbone_normalization
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.models.segmenter import Segmenter
+from puzzlecam.parallel import default_workers, map_images
 from puzzlecam.pipeline.branches import (
     METHODS,
     SEGMENTATION_METHOD,
@@ -41,7 +42,6 @@ from puzzlecam.pipeline.branches import (
     segmenter_settings,
 )
 from puzzlecam.pipeline.context import RunContext
-from puzzlecam.pipeline.parallel import default_workers, map_images
 from puzzlecam.pipeline.run_dir import claim_output_dir
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
 from puzzlecam.segmentation.model_io import load_segmenter

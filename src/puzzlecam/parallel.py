@@ -1,4 +1,5 @@
-"""Per-image CPU work (CRF, label maps) spread over processes, with a progress bar."""
+"""Per-image CPU work (CRF, label maps, data checks) spread over processes, with a progress
+bar, and the one rule for how many workers such a pool gets by default."""
 
 from __future__ import annotations
 
@@ -9,22 +10,23 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-__all__ = ["map_images", "default_workers"]
+__all__ = ["MAX_DEFAULT_WORKERS", "default_workers", "map_images"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
+MAX_DEFAULT_WORKERS = 8
+
+
 def default_workers() -> int:
-    return max(
-        1,
-        min(
-            8,
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1,
-        ),
-    )
+    """Workers (processes or threads) a pool gets unless told: the CPUs this process may run
+    on (its affinity mask, else the CPU count), at most ``MAX_DEFAULT_WORKERS``, at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cores))
 
 
 def map_images(
