@@ -28,6 +28,7 @@ __all__ = [
     "fingerprint_data",
     "config_hash",
     "require",
+    "require_at_least",
     "NOT_FINGERPRINTED",
     "load_yaml",
     "apply_overrides",
@@ -140,6 +141,11 @@ def require(ok: bool, name: str, problem: str) -> None:
     section). Write ``ok`` as what a valid value satisfies, so that NaN fails it."""
     if not ok:
         raise ConfigError(f"{name}: {problem}")
+
+
+def require_at_least(value: int, name: str, least: int) -> None:
+    """``require`` for a count: ``value`` must be at least ``least``."""
+    require(value >= least, name, f"must be at least {least}, got {value}")
 
 
 NOT_FINGERPRINTED = {"fingerprint": False}

@@ -12,10 +12,11 @@ from puzzlecam.cli import main
 from puzzlecam.dataclass_yaml import dump_yaml
 from puzzlecam.errors import DataError, RunDirError
 from puzzlecam.io import load_label_png
-from puzzlecam.pipeline.config import PredictConfig, load_run_config
+from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.segmentation import predict as predict_module
 from puzzlecam.segmentation.model_io import load_segmenter, resolve_weights
 from puzzlecam.segmentation.predict import (
+    PredictConfig,
     collect_images,
     output_names,
     predict_images,

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from puzzlecam.dataclass_yaml import require
 from puzzlecam.models.classifier import CamClassifier
 
-__all__ = ["strided_size", "resize_images", "multiscale_cams", "normalize_cams"]
+__all__ = ["strided_size", "resize_images", "check_scales", "multiscale_cams", "normalize_cams"]
 
 
 def strided_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
@@ -28,6 +29,17 @@ def resize_images(images: torch.Tensor, scale: float) -> torch.Tensor:
         images, size=size, mode="bicubic", align_corners=False, antialias=scale < 1
     )
     return resized.clamp_(0, 255)
+
+
+def check_scales(scales: Sequence[float], name: str = "scales") -> None:
+    """ConfigError unless ``scales`` (the ``resize_images`` factors of a multi-scale pass,
+    1.0 = the image's own size) is non-empty and each in (0, 8]."""
+    require(len(scales) > 0, name, "is empty; give at least one scale, e.g. [1.0]")
+    require(
+        all(0 < s <= 8 for s in scales),
+        name,
+        f"{list(scales)}: every scale must be in (0, 8] (1.0 = the image's own size)",
+    )
 
 
 @torch.no_grad()

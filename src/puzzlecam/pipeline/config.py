@@ -1,4 +1,12 @@
-"""One typed config per stage, and the run config that holds them all.
+"""The run's settings schema: ``RunConfig`` and every section of it, in one module.
+
+The rule (docs/ARCHITECTURE.md): a settings dataclass that a library function takes lives
+next to that function, in its own layer (``data.DataConfig``, ``data.AugmentConfig``,
+``models.BackboneConfig``, ``puzzle.PuzzleConfig``, ``training.OptimConfig`` /
+``LoopConfig``, ``segmentation.PredictConfig``); the sections only the pipeline reads are
+defined here, and the pipeline passes their fields to the library as keyword arguments.
+This module assembles ``RunConfig`` from both and re-exports every section type, so the
+whole schema can be read, and imported, from here.
 
 Defaults are the paper's VOC settings (DESIGN.md); presets under ``configs/`` override
 them. Relative paths are relative to the working directory.
@@ -12,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from puzzlecam.cams.inference import check_scales
 from puzzlecam.data.demo import DemoDataConfig
+from puzzlecam.data.splits import DataConfig
 from puzzlecam.data.transforms import AugmentConfig
 from puzzlecam.dataclass_yaml import (
     NOT_FINGERPRINTED,
@@ -20,16 +30,18 @@ from puzzlecam.dataclass_yaml import (
     from_dict,
     load_yaml,
     require,
+    require_at_least,
 )
 from puzzlecam.errors import ConfigError
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.puzzle.losses import PuzzleConfig
+from puzzlecam.segmentation.predict import PredictConfig
 from puzzlecam.training.distributed import device_problem
 from puzzlecam.training.loop import LoopConfig
 from puzzlecam.training.optim import OptimConfig
 
 __all__ = [
-    "DataConfig",
+    # sections defined here (only the pipeline reads them)
     "TrainClsConfig",
     "CamConfig",
     "EvalConfig",
@@ -38,10 +50,19 @@ __all__ = [
     "RandomWalkConfig",
     "PseudoLabelConfig",
     "TrainSegConfig",
-    "PredictConfig",
     "ReportConfig",
     "RunConfig",
+    # sections owned by the library layer that takes them, re-exported
+    "DataConfig",
+    "DemoDataConfig",
+    "AugmentConfig",
+    "BackboneConfig",
+    "PuzzleConfig",
+    "OptimConfig",
+    "LoopConfig",
+    "PredictConfig",
     "load_run_config",
+    "resolve_preset",
     "PRESETS_DIR",
 ]
 
@@ -54,40 +75,8 @@ _RUN_NAME = re.compile(r"[\w\-]([\w.+ \-]*[\w.+\-])?")
 MAX_EXP_TIMES = 12  # 2**12 random-walk steps: 16x the paper's 2**8
 
 
-def _check_scales(scales: tuple[float, ...], name: str = "scales") -> None:
-    require(len(scales) > 0, name, "is empty; give at least one scale, e.g. [1.0]")
-    require(
-        all(0 < s <= 8 for s in scales),
-        name,
-        f"{list(scales)}: every scale must be in (0, 8] (1.0 = the image's own size)",
-    )
-
-
 def _check_fraction(value: float, name: str, what: str) -> None:
     require(0.0 < value < 1.0, name, f"{what} must lie strictly between 0 and 1, got {value}")
-
-
-def _check_count(value: int, name: str, least: int) -> None:
-    require(value >= least, name, f"must be at least {least}, got {value}")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the images, tags and masks are.
-
-    format: ``voc`` (VOC devkit layout), ``folder`` (images/ + labels.csv), ``coco``
-    (COCO 2014 instances json) or ``demo`` (built into ``root`` first, then read as voc).
-    classes: replaces the data set's class list (else ``root/classes.txt``, else VOC's).
-    train_split ``auto``: ``train_aug`` when its list is present, else ``train``.
-    """
-
-    format: Literal["voc", "folder", "coco", "demo"] = "voc"
-    root: str = "data/VOC2012"
-    classes: tuple[str, ...] = ()
-    train_split: str = "auto"
-    val_split: str = "val"
-    tags_from: Literal["auto", "xml", "masks"] = "auto"
-    demo: DemoDataConfig = field(default_factory=DemoDataConfig)
 
 
 @dataclass(frozen=True)
@@ -113,10 +102,10 @@ class CamConfig:
     overlays: int = 8
 
     def __post_init__(self) -> None:
-        _check_scales(self.scales)
-        _check_count(self.batch_size, "batch_size", 1)
-        _check_count(self.num_workers, "num_workers", 0)
-        _check_count(self.overlays, "overlays", 0)
+        check_scales(self.scales)
+        require_at_least(self.batch_size, "batch_size", 1)
+        require_at_least(self.num_workers, "num_workers", 0)
+        require_at_least(self.overlays, "overlays", 0)
 
 
 @dataclass(frozen=True)
@@ -158,7 +147,7 @@ class AffinityLabelConfig:
             f"{self.fg_threshold} must be above bg_threshold {self.bg_threshold} (scores "
             "between the two are the uncertain band, labelled ignore)",
         )
-        _check_count(self.crf_iterations, "crf_iterations", 0)
+        require_at_least(self.crf_iterations, "crf_iterations", 0)
 
 
 @dataclass(frozen=True)
@@ -172,7 +161,7 @@ class TrainAffConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        _check_count(self.radius, "radius", 2)
+        require_at_least(self.radius, "radius", 2)
         crop = self.augment.crop_size
         require(
             crop % 4 == 0,
@@ -197,7 +186,7 @@ class RandomWalkConfig:
             "exp_times",
             f"must be in 0..{MAX_EXP_TIMES} (2**exp_times steps), got {self.exp_times}",
         )
-        _check_count(self.radius, "radius", 2)
+        require_at_least(self.radius, "radius", 2)
 
 
 @dataclass(frozen=True)
@@ -210,7 +199,7 @@ class PseudoLabelConfig:
 
     def __post_init__(self) -> None:
         _check_fraction(self.threshold, "threshold", "the background threshold")
-        _check_count(self.crf_iterations, "crf_iterations", 0)
+        require_at_least(self.crf_iterations, "crf_iterations", 0)
 
 
 @dataclass(frozen=True)
@@ -227,33 +216,11 @@ class TrainSegConfig:
 
 
 @dataclass(frozen=True)
-class PredictConfig:
-    """Stage 8: the segmentation model on images: scales x flip, optional CRF.
-
-    Images whose long side exceeds ``max_long_side`` are segmented at that size and the
-    masks resized back to the image (a 4000x3000 photo at scale 2 would not fit memory).
-    """
-
-    scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
-    flip: bool = True
-    crf: bool = False
-    crf_iterations: int = 10
-    batch_size: int = 4
-    max_long_side: int = 1024
-
-    def __post_init__(self) -> None:
-        _check_scales(self.scales)
-        _check_count(self.crf_iterations, "crf_iterations", 0)
-        _check_count(self.batch_size, "batch_size", 1)
-        _check_count(self.max_long_side, "max_long_side", 32)
-
-
-@dataclass(frozen=True)
 class ReportConfig:
     num_samples: int = 6
 
     def __post_init__(self) -> None:
-        _check_count(self.num_samples, "num_samples", 0)
+        require_at_least(self.num_samples, "num_samples", 0)
 
 
 @dataclass(frozen=True)

@@ -22,17 +22,18 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from puzzlecam.cams.inference import resize_images
+from puzzlecam.cams.inference import check_scales, resize_images
 from puzzlecam.constants import IMAGE_EXTENSIONS
 from puzzlecam.crf import crf_available, crf_refine_probs
 from puzzlecam.data.ids import id_path
+from puzzlecam.dataclass_yaml import require_at_least
 from puzzlecam.errors import DataError
 from puzzlecam.io import DECOMPRESSION_BOMB, atomic_write, load_image, save_label_png
 from puzzlecam.models.segmenter import Segmenter
-from puzzlecam.pipeline.config import PredictConfig
 from puzzlecam.visualize import overlay_labels
 
 __all__ = [
+    "PredictConfig",
     "predict_probs",
     "predict_labels",
     "image_array",
@@ -48,6 +49,29 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """How images are segmented (the ``predict:`` section of a run's config): scales x
+    flip, optional CRF.
+
+    Images whose long side exceeds ``max_long_side`` are segmented at that size and the
+    masks resized back to the image (a 4000x3000 photo at scale 2 would not fit memory).
+    """
+
+    scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    flip: bool = True
+    crf: bool = False
+    crf_iterations: int = 10
+    batch_size: int = 4
+    max_long_side: int = 1024
+
+    def __post_init__(self) -> None:
+        check_scales(self.scales)
+        require_at_least(self.crf_iterations, "crf_iterations", 0)
+        require_at_least(self.batch_size, "batch_size", 1)
+        require_at_least(self.max_long_side, "max_long_side", 32)
 
 
 @torch.no_grad()
