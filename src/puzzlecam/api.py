@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from puzzlecam.cams.inference import multiscale_cams, normalize_cams
-from puzzlecam.crf import crf_available
+from puzzlecam.crf import crf_iterations
 from puzzlecam.errors import RunDirError
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.models.segmenter import Segmenter
@@ -50,16 +50,10 @@ ImageInput = Image.Image | str | Path | np.ndarray
 
 
 def _crf_iterations(config: PredictConfig) -> int:
-    if not config.crf:
-        return 0
-    if not crf_available():
-        warnings.warn(
-            "predict.crf is set but pydensecrf2 is not installed: segmenting without CRF "
-            "(pip install 'puzzlecam[crf]')",
-            stacklevel=3,
-        )
-        return 0
-    return config.crf_iterations
+    def warn(message: str) -> None:  # stacklevel: the caller of segment / TrainedRun.segment
+        warnings.warn(message, stacklevel=5)
+
+    return crf_iterations(config.crf_iterations if config.crf else 0, "predict.crf", warn)
 
 
 class TrainedRun:

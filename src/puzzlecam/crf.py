@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-__all__ = ["crf_available", "crf_refine_labels", "crf_refine_probs"]
+__all__ = ["crf_available", "crf_iterations", "crf_refine_labels", "crf_refine_probs"]
 
 
 def crf_available() -> bool:
@@ -13,6 +15,16 @@ def crf_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def crf_iterations(iterations: int, where: str, report: Callable[[str], None]) -> int:
+    """The CRF iterations to run: ``iterations``, or 0 when pydensecrf2 is missing, which
+    ``report`` is told once (a log line, a warning), naming ``where``. The CRF is an
+    optional extra: without it every stage runs, without CRF, instead of failing."""
+    if iterations <= 0 or crf_available():
+        return max(iterations, 0)
+    report(f"{where}: pydensecrf2 is not installed, CRF skipped (pip install 'puzzlecam[crf]')")
+    return 0
 
 
 def _require():

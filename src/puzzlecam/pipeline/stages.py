@@ -18,7 +18,7 @@ from puzzlecam.affinity.label_maps import confident_labels, pseudo_labels
 from puzzlecam.affinity.trainer import AffinityTrainer
 from puzzlecam.cams.scores import ScoreMaps, load_scores, save_scores
 from puzzlecam.cams.writer import write_cams
-from puzzlecam.crf import crf_available
+from puzzlecam.crf import crf_iterations
 from puzzlecam.data.datasets import ClassificationDataset, InferenceDataset, SegmentationDataset
 from puzzlecam.data.demo import build_demo_dataset
 from puzzlecam.data.ids import id_path
@@ -218,17 +218,6 @@ def stage_eval_cams(ctx: RunContext, fingerprint: str, method: str, role: str) -
 # --- random-walk refinement (stages 4-6), the same for each CAM branch (``method``) ------
 
 
-def _crf_iterations(ctx: RunContext, wanted: bool, iterations: int, stage: str) -> int:
-    if not wanted:
-        return 0
-    if not crf_available():
-        ctx.log(
-            f"{stage}: pydensecrf2 is not installed, running without CRF (pip install 'puzzlecam[crf]')"
-        )
-        return 0
-    return iterations
-
-
 def _affinity_label_job(
     sample: Sample, cams_dir: Path, out_dir: Path, fg: float, bg: float, crf: int
 ) -> None:
@@ -254,7 +243,7 @@ def stage_affinity_labels(ctx: RunContext, fingerprint: str, method: str) -> Non
     if ctx.dist.is_main:
         claim_output_dir(out_dir, fingerprint)
     barrier(ctx.dist)
-    crf = _crf_iterations(ctx, config.crf, config.crf_iterations, "affinity-labels")
+    crf = crf_iterations(config.crf_iterations if config.crf else 0, "affinity-labels", ctx.log)
     todo = [
         s
         for s in shard(list(ctx.split("train").samples), ctx.dist)
@@ -375,7 +364,7 @@ def stage_pseudo_labels(ctx: RunContext, fingerprint: str, method: str, role: st
     if ctx.dist.is_main:
         claim_output_dir(out_dir, fingerprint)
     barrier(ctx.dist)
-    crf = _crf_iterations(ctx, config.crf, config.crf_iterations, "pseudo-labels")
+    crf = crf_iterations(config.crf_iterations if config.crf else 0, "pseudo-labels", ctx.log)
     todo = [
         s
         for s in shard(list(ctx.split(role).samples), ctx.dist)
@@ -470,7 +459,7 @@ def stage_predict_eval(ctx: RunContext, fingerprint: str, variant: str) -> None:
         claim_output_dir(out_dir, fingerprint)
     barrier(ctx.dist)
     model, _ = load_segmenter(ctx.run.segmentation_dir(variant) / "model.pt", ctx.dist.device)
-    crf = _crf_iterations(ctx, config.crf, config.crf_iterations, "predict")
+    crf = crf_iterations(config.crf_iterations if config.crf else 0, "predict", ctx.log)
     todo = [
         s
         for s in shard(list(ctx.split("val").samples), ctx.dist)
