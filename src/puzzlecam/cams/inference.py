@@ -74,6 +74,9 @@ def multiscale_cams(
 
 
 def normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Divide each map by its own maximum. cams: (..., K, H, W) >= 0 -> same shape in [0, 1)."""
+    """Divide each map by its own maximum (+ ``eps``): the one CAM normalisation (the CAM
+    files, the puzzle module's ``normalized`` reconstruction level).
+
+    cams: (..., K, H, W) >= 0 (after ReLU) -> same shape in [0, 1)."""
     peak = cams.flatten(-2).amax(dim=-1)[..., None, None]
     return cams / (peak + eps)

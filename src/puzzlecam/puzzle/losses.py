@@ -12,6 +12,7 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from puzzlecam.cams.inference import normalize_cams
 from puzzlecam.dataclass_yaml import require
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.puzzle.tiling import merge, tile
@@ -22,7 +23,6 @@ __all__ = [
     "classification_loss",
     "reconstruction_loss",
     "alpha_schedule",
-    "normalized_maps",
     "puzzle_losses",
 ]
 
@@ -107,12 +107,6 @@ def reconstruction_loss(
     return (error * targets[:, :, None, None]).mean()
 
 
-def normalized_maps(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """ReLU and division by each map's own maximum. (B, C, h, w) -> same shape in [0, 1)."""
-    maps = F.relu(maps)
-    return maps / (maps.flatten(2).amax(dim=2)[..., None, None] + eps)
-
-
 def alpha_schedule(progress: float, alpha_max: float, ramp: float) -> float:
     """alpha at ``progress`` in [0, 1] of training: linear from 0 over ``ramp``, then flat."""
     if ramp <= 0.0:
@@ -149,7 +143,8 @@ def puzzle_losses(
         if config.reconstruction:
             full_maps, merged_maps = full.cams, merged
             if config.reconstruction_level == "normalized":
-                full_maps, merged_maps = normalized_maps(full_maps), normalized_maps(merged_maps)
+                full_maps = normalize_cams(F.relu(full_maps))  # as the CAM files are
+                merged_maps = normalize_cams(F.relu(merged_maps))
             re_loss = reconstruction_loss(
                 full_maps, merged_maps, targets, config.reconstruction_loss
             )
