@@ -1,6 +1,11 @@
 import torch
 
-from puzzlecam.cams.inference import multiscale_cams, normalize_cams, strided_size
+from puzzlecam.cams.inference import (
+    multiscale_cams,
+    normalize_cams,
+    scales_and_flips,
+    strided_size,
+)
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.classifier import CamClassifier
 
@@ -36,3 +41,19 @@ def test_multiscale_cams_shapes_and_flip_symmetry():
     mirrored, _ = multiscale_cams(model, square.flip(-1), (1.0,), flip=True)
     straight, _ = multiscale_cams(model, square, (1.0,), flip=True)
     torch.testing.assert_close(mirrored, straight.flip(-1), atol=1e-4, rtol=1e-4)
+
+
+def test_scales_and_flips_adds_the_mirrors_maps_flipped_back():
+    images = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    shapes = []
+
+    def first_channel(batch):  # maps that are the images themselves: easy to check
+        shapes.append(tuple(batch.shape))
+        return batch[:, :1]
+
+    flipped = list(scales_and_flips(first_channel, images, (1.0, 0.5), flip=True))
+    assert shapes == [(4, 3, 4, 6), (4, 3, 2, 3)]  # images and mirrors in one batch
+    torch.testing.assert_close(flipped[0], 2 * images[:, :1])  # the mirror's, flipped back
+    assert flipped[1].shape == (2, 1, 2, 3)
+    (plain,) = scales_and_flips(first_channel, images, (1.0,), flip=False)
+    torch.testing.assert_close(plain, images[:, :1])

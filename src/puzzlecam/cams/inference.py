@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from puzzlecam.dataclass_yaml import require
 from puzzlecam.models.classifier import CamClassifier
 
-__all__ = ["strided_size", "resize_images", "check_scales", "multiscale_cams", "normalize_cams"]
+__all__ = [
+    "strided_size",
+    "resize_images",
+    "check_scales",
+    "scales_and_flips",
+    "multiscale_cams",
+    "normalize_cams",
+]
 
 
 def strided_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
@@ -42,6 +49,28 @@ def check_scales(scales: Sequence[float], name: str = "scales") -> None:
     )
 
 
+def scales_and_flips(
+    maps_of: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    scales: Sequence[float],
+    flip: bool = True,
+) -> Iterator[torch.Tensor]:
+    """The test-time scales x flip pass: for each scale, the maps of the resized images with
+    (when ``flip``) the maps of their mirror images flipped back and added.
+
+    images: (B, 3, H, W) of one size; ``maps_of`` takes (B or 2B, 3, h, w) float images
+    (``resize_images`` of ``images``, then their mirrors) and returns (B or 2B, C, h', w')
+    maps. Yields one (B, C, h', w') tensor per scale, in ``scales`` order, for the caller
+    to resize and sum. Gradients are as the caller's context has them.
+    """
+    count = images.shape[0]
+    for scale in scales:
+        scaled = resize_images(images, scale)
+        batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
+        maps = maps_of(batch)  # (B or 2B, C, h', w')
+        yield maps[:count] + maps[count:].flip(-1) if flip else maps
+
+
 @torch.no_grad()
 def multiscale_cams(
     model: CamClassifier, images: torch.Tensor, scales: Sequence[float], flip: bool = True
@@ -56,21 +85,17 @@ def multiscale_cams(
     height, width = images.shape[-2:]
     cover = tuple(s * 16 for s in strided_size((height, width), 16))
     small = strided_size((height, width), 4)
-    full_sum = stride4_sum = None
-    for scale in scales:
-        scaled = resize_images(images, scale)
-        batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
-        maps = F.relu(model(batch).cams.float())  # (B or 2B, C, h, w)
-        if flip:
-            count = images.shape[0]
-            maps = maps[:count] + maps[count:].flip(-1)
+    full_sum = low_sum = None
+    for maps in scales_and_flips(
+        lambda batch: F.relu(model(batch).cams.float()), images, scales, flip
+    ):  # (B, C, h, w)
         full = F.interpolate(maps, size=cover, mode="bilinear", align_corners=False)[
             ..., :height, :width
         ]
         low = F.interpolate(maps, size=small, mode="bilinear", align_corners=False)
         full_sum = full if full_sum is None else full_sum + full
-        stride4_sum = low if stride4_sum is None else stride4_sum + low
-    return full_sum, stride4_sum
+        low_sum = low if low_sum is None else low_sum + low
+    return full_sum, low_sum
 
 
 def normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
