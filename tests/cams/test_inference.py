@@ -6,6 +6,7 @@ from puzzlecam.cams.inference import (
     scales_and_flips,
     strided_size,
 )
+from puzzlecam.models.affinitynet import AffinityNet
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.classifier import CamClassifier
 
@@ -31,6 +32,7 @@ def test_strided_size():
 def test_multiscale_cams_shapes_and_flip_symmetry():
     torch.manual_seed(0)
     model = CamClassifier(BackboneConfig("test_efficientnet", "none", "fix"), 3).eval()
+    assert model.stride == 16  # from the backbone's feature_info
     images = torch.randint(0, 255, (2, 3, 37, 50), dtype=torch.uint8)
     full, small = multiscale_cams(model, images, (0.5, 1.0), flip=True)
     assert full.shape == (2, 3, 37, 50) and small.shape == (2, 3, 10, 13)
@@ -57,3 +59,9 @@ def test_scales_and_flips_adds_the_mirrors_maps_flipped_back():
     assert flipped[1].shape == (2, 1, 2, 3)
     (plain,) = scales_and_flips(first_channel, images, (1.0,), flip=False)
     torch.testing.assert_close(plain, images[:, :1])
+
+
+def test_strides_come_from_the_backbones():
+    backbone = BackboneConfig("test_efficientnet", "none", "fix", output_stride=8)
+    assert CamClassifier(backbone, 2).stride == 8
+    assert AffinityNet(BackboneConfig("test_efficientnet", "none", "fix")).stride == 4

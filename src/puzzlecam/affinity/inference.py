@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from puzzlecam.affinity.random_walk import random_walk
 from puzzlecam.cams.inference import strided_size
+from puzzlecam.constants import AFFINITY_STRIDE
 from puzzlecam.models.affinitynet import AffinityNet
 
 __all__ = ["boundary_map", "refine_scores"]
@@ -14,7 +15,8 @@ __all__ = ["boundary_map", "refine_scores"]
 
 @torch.no_grad()
 def boundary_map(model: AffinityNet, image: torch.Tensor) -> torch.Tensor:
-    """Boundary probabilities of one image at stride 4, from the image and its flip.
+    """Boundary probabilities of one image at the model's stride (4), from the image and
+    its flip.
 
     image: (3, H, W) uint8 -> (ceil(H/4), ceil(W/4)) in [0, 1]: the sigmoid of the mean
     of the two logit maps, as the reference. Any image size works.
@@ -22,7 +24,7 @@ def boundary_map(model: AffinityNet, image: torch.Tensor) -> torch.Tensor:
     height, width = image.shape[-2:]
     batch = torch.stack([image, image.flip(-1)])
     logits = model(batch)[:, 0].float()  # (2, h, w)
-    size = strided_size((height, width), 4)
+    size = strided_size((height, width), model.stride)
     if logits.shape[-2:] != size:
         logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[
             :, 0
@@ -38,11 +40,13 @@ def refine_scores(
     exp_times: int = 8,
     radius: int = 5,
 ) -> torch.Tensor:
-    """Random walk of stride-4 CAMs, upsampled x4 to ``size`` = (H, W), divided by the
-    global max. cams_stride4 (K, h, w), boundary (h, w) -> (K, H, W) in [0, 1]."""
+    """Random walk of CAMs at ``AFFINITY_STRIDE`` (4), upsampled x4 to ``size`` = (H, W),
+    divided by the global max. cams_stride4 (K, h, w), boundary (h, w) -> (K, H, W) in [0, 1]."""
     if cams_stride4.shape[0] == 0:
         return cams_stride4.new_zeros((0, *size))
     walked = random_walk(cams_stride4.float(), boundary.float(), beta, exp_times, radius)
-    up = F.interpolate(walked[None], scale_factor=4, mode="bilinear", align_corners=False)[0]
+    up = F.interpolate(
+        walked[None], scale_factor=AFFINITY_STRIDE, mode="bilinear", align_corners=False
+    )[0]
     up = up[:, : size[0], : size[1]]
     return up / up.max().clamp_min(1e-5)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from puzzlecam.constants import AFFINITY_STRIDE
 from puzzlecam.dataclass_yaml import require
 from puzzlecam.models.classifier import CamClassifier
 
@@ -75,16 +76,18 @@ def scales_and_flips(
 def multiscale_cams(
     model: CamClassifier, images: torch.Tensor, scales: Sequence[float], flip: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum over scales (and flips) of ReLU class maps, at image size and at stride 4.
+    """Sum over scales (and flips) of ReLU class maps, at image size and at the random
+    walk's stride (``AFFINITY_STRIDE``, 4).
 
-    images: (B, 3, H, W) of one size -> ``(full (B, C, H, W), stride4 (B, C, ceil(H/4),
-    ceil(W/4)))``, un-normalised, every class. Each scale's maps are resized to the
-    stride-16 grid that covers the image (ceil(H/16)*16) and cropped, as the reference,
-    so map cells stay aligned with image pixels.
+    images: (B, 3, H, W) of one size -> ``(full (B, C, H, W), low (B, C, ceil(H/4),
+    ceil(W/4)))``, un-normalised, every class. Each scale's maps are resized to the grid
+    of the classifier's output stride ``s`` (``model.stride``, 16 in the paper) that
+    covers the image (ceil(H/s)*s) and cropped, as the reference, so map cells stay
+    aligned with image pixels.
     """
     height, width = images.shape[-2:]
-    cover = tuple(s * 16 for s in strided_size((height, width), 16))
-    small = strided_size((height, width), 4)
+    cover = tuple(s * model.stride for s in strided_size((height, width), model.stride))
+    small = strided_size((height, width), AFFINITY_STRIDE)
     full_sum = low_sum = None
     for maps in scales_and_flips(
         lambda batch: F.relu(model(batch).cams.float()), images, scales, flip

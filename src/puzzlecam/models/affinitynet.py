@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from puzzlecam.constants import AFFINITY_STRIDE
 from puzzlecam.models.backbone import (
     BackboneConfig,
     ImageNormalizer,
@@ -41,11 +42,13 @@ class AffinityNet(nn.Module):
             parameter.requires_grad_(False)
         info = self.backbone.feature_info
         reductions = info.reduction()
-        if 4 not in reductions:
+        if AFFINITY_STRIDE not in reductions:
             raise ValueError(
-                f"backbone {backbone.name} has no stride-4 stage (reductions {reductions})"
+                f"backbone {backbone.name} has no stride-{AFFINITY_STRIDE} stage "
+                f"(reductions {reductions})"
             )
-        self.stride4_index = reductions.index(4)
+        self.stride4_index = reductions.index(AFFINITY_STRIDE)
+        self.stride: int = reductions[self.stride4_index]  # of the boundary map
         self.branches = nn.ModuleList(_edge_branch(c) for c in info.channels())
         self.fuse = nn.Conv2d(32 * len(self.branches), 1, kernel_size=1, bias=True)
         self.train()

@@ -27,7 +27,8 @@ class CamClassifier(nn.Module):
     """Multi-label classifier whose class maps are the CAMs.
 
     Takes uint8 (or 0..255 float) images (B, 3, H, W) and normalises them itself with
-    the backbone's statistics.
+    the backbone's statistics. ``stride``: the class maps' output stride, read from the
+    backbone's ``feature_info`` (16 for the paper's backbones).
     """
 
     def __init__(self, backbone: BackboneConfig, num_classes: int) -> None:
@@ -36,6 +37,7 @@ class CamClassifier(nn.Module):
         self.normalize = ImageNormalizer(*backbone_normalization(backbone.name))
         self.backbone = create_backbone(backbone)
         channels = self.backbone.feature_info.channels()[-1]
+        self.stride: int = self.backbone.feature_info.reduction()[-1]
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=False)
         nn.init.kaiming_normal_(self.classifier.weight)
         self.train()

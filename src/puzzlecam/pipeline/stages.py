@@ -273,7 +273,7 @@ def stage_train_aff(ctx: RunContext, fingerprint: str, method: str) -> None:
         pad_value(config.backbone),
         config.loop.seed,
         label_dir=ctx.run.affinity_labels_dir(method, "train"),
-        label_stride=4,
+        label_stride=model.stride,  # the boundary map's, from the backbone
     )
     # the head is all there is to train: one learning rate for it, as the reference
     groups = parameter_groups(model, [], config.optim)
