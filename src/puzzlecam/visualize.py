@@ -7,9 +7,15 @@ from matplotlib import colormaps
 
 from puzzlecam.io import voc_palette
 
-__all__ = ["colorize_labels", "overlay_labels", "overlay_heatmap"]
+__all__ = ["label_colour", "colorize_labels", "overlay_labels", "overlay_heatmap"]
 
-_PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+_PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)  # (256, 3) uint8
+
+
+def label_colour(label: int) -> tuple[int, int, int]:
+    """The (r, g, b) of a label value in label maps' VOC colours (255 = ignore is cream)."""
+    red, green, blue = _PALETTE[label]
+    return int(red), int(green), int(blue)
 
 
 def colorize_labels(labels: np.ndarray) -> np.ndarray:

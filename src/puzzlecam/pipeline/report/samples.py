@@ -17,12 +17,12 @@ from puzzlecam.constants import BACKGROUND, IGNORE_INDEX
 from puzzlecam.data import Sample
 from puzzlecam.data.ids import id_path
 from puzzlecam.errors import PuzzlecamError
-from puzzlecam.io import load_image, load_label_png, voc_palette
+from puzzlecam.io import load_image, load_label_png
 from puzzlecam.pipeline.branches import metric_key
 from puzzlecam.pipeline.report.collect import RunSummary
 from puzzlecam.pipeline.report.figures import colourbar, save_rgb
 from puzzlecam.pipeline.report.text import describe, grouped
-from puzzlecam.visualize import colorize_labels, overlay_heatmap
+from puzzlecam.visualize import colorize_labels, label_colour, overlay_heatmap
 
 __all__ = [
     "THUMBNAIL_SIZE",
@@ -36,8 +36,6 @@ __all__ = [
 
 THUMBNAIL_SIZE = 256
 """Long side (pixels) of the sample pictures; smaller images are kept at their size."""
-
-_PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
 
 
 def pick_samples(samples: Sequence[Sample], count: int) -> list[Sample]:
@@ -268,8 +266,5 @@ def sample_tables(summary: RunSummary, count: int, out_dir: Path, progress: bool
         colourbar(out_dir / "jet.png")
     entries = [(0, BACKGROUND)] + [(i + 1, name) for i, name in enumerate(summary.classes)]
     entries.append((IGNORE_INDEX, "ignore / uncertain"))
-    legend = [
-        LegendEntry(name, (int(_PALETTE[v][0]), int(_PALETTE[v][1]), int(_PALETTE[v][2])))
-        for v, name in entries
-    ]
+    legend = [LegendEntry(name, label_colour(v)) for v, name in entries]
     return Samples(True, legend, "jet.png" if heat else None, [t for t in tables if t])
