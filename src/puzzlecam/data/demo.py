@@ -91,6 +91,7 @@ from puzzlecam.data.fashion_mnist import (
 )
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import atomic_write, read_json, save_label_png, write_json
+from puzzlecam.visualize import resize_array
 
 __all__ = [
     "DEMO_CLASSES",
@@ -456,12 +457,6 @@ def _sum3x3(array: np.ndarray) -> np.ndarray:
     return rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
 
 
-def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bicubic resize of a float (h, w) array to size (H, W)."""
-    image = Image.fromarray(array.astype(np.float32, copy=False), mode="F")
-    return np.asarray(image.resize((size[1], size[0]), Image.Resampling.BICUBIC))
-
-
 # ---------------------------------------------------------------------------------------------
 # Distractors: things with an item's look but no class's shape
 
@@ -524,8 +519,8 @@ def _value_noise(rng: np.random.Generator, size: tuple[int, int], cells: int) ->
     height, width = size
     grid_h = max(2, round(cells * height / max(size)))
     grid_w = max(2, round(cells * width / max(size)))
-    field_ = _resize(
-        rng.random((grid_h + 2, grid_w + 2), dtype=np.float32), (height + 8, width + 8)
+    field_ = resize_array(
+        rng.random((grid_h + 2, grid_w + 2), dtype=np.float32), (height + 8, width + 8), "bicubic"
     )
     field_ = field_[4:-4, 4:-4]
     low, high = float(field_.min()), float(field_.max())
@@ -683,7 +678,7 @@ def _place(
                 v >= config.min_visible * a for v, a in zip(visible, [*areas, area], strict=True)
             ):
                 owner = trial
-                intensity = np.clip(_resize(item.intensity, scaled.size), 0.0, 1.0)
+                intensity = np.clip(resize_array(item.intensity, scaled.size, "bicubic"), 0.0, 1.0)
                 placed.append(
                     _Placed(item, top, left, scaled.alpha, scaled.hard, intensity[scaled.window])
                 )

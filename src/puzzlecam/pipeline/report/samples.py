@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from puzzlecam.cams.scores import load_scores
@@ -22,7 +21,7 @@ from puzzlecam.pipeline.branches import metric_key
 from puzzlecam.pipeline.report.collect import RunSummary
 from puzzlecam.pipeline.report.figures import colourbar, save_rgb
 from puzzlecam.pipeline.report.text import describe, grouped
-from puzzlecam.visualize import colorize_labels, label_colour, overlay_heatmap
+from puzzlecam.visualize import colorize_labels, label_colour, overlay_heatmap, resize_array
 
 __all__ = [
     "THUMBNAIL_SIZE",
@@ -153,42 +152,32 @@ def _has_files(folder: Path, suffix: str) -> bool:
 
 
 def _thumbnail_size(height: int, width: int) -> tuple[int, int]:
+    """(H, W) of an image's thumbnail: long side at most THUMBNAIL_SIZE."""
     scale = min(1.0, THUMBNAIL_SIZE / max(height, width, 1))
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _resize(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
-    """(H, W[, 3]) array to ``size`` = (W, H)."""
-    if array.shape[1::-1] == size:
-        return array
-    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
-    if array.dtype != np.uint8:  # float heat maps
-        image = Image.fromarray(array.astype(np.float32))  # mode F
-        return np.asarray(image.resize(size, resample))
-    return np.asarray(Image.fromarray(array).resize(size, resample))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _render(column: _Column, sample: Sample, image: np.ndarray) -> np.ndarray | str:
     """The picture of one cell at thumbnail size, or a short text saying why there is none."""
-    size = image.shape[1::-1]
+    size = image.shape[:2]  # (H, W) of the thumbnail
     if column.kind == "image":
         return image
     if column.kind == "mask":
         if sample.mask_path is None:
             return "no mask"
-        return colorize_labels(_resize(load_label_png(sample.mask_path), size, nearest=True))
+        return colorize_labels(resize_array(load_label_png(sample.mask_path), size, "nearest"))
     assert column.folder is not None
     if column.kind == "labels":
         path = id_path(column.folder, sample.image_id, ".png")
         if not path.is_file():
             return "missing"
-        return colorize_labels(_resize(load_label_png(path), size, nearest=True))
+        return colorize_labels(resize_array(load_label_png(path), size, "nearest"))
     path = id_path(column.folder, sample.image_id, ".npz")
     if not path.is_file():
         return "missing"
     scores = load_scores(path).scores.astype(np.float32)  # (K, H, W)
     heat = scores.max(axis=0) if scores.shape[0] else np.zeros(scores.shape[1:], np.float32)
-    return overlay_heatmap(image, _resize(heat, size, nearest=False))
+    return overlay_heatmap(image, resize_array(heat, size))
 
 
 # --- the tables --------------------------------------------------------------------------------
@@ -211,7 +200,7 @@ def _row(
     except PuzzlecamError as error:
         problem = f"image unreadable ({describe(error)})"
         return SampleRow(sample.image_id, tags, [], unreadable=problem)
-    image = _resize(full, _thumbnail_size(*full.shape[:2]), nearest=False)
+    image = resize_array(full, _thumbnail_size(*full.shape[:2]))
     cells = []
     for column in columns:
         try:
