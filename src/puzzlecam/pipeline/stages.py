@@ -6,6 +6,7 @@ The CLI and ``run`` call these; they take a RunContext and the stage's fingerpri
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -215,6 +216,40 @@ def stage_eval_cams(ctx: RunContext, fingerprint: str, method: str, role: str) -
     ctx.log(f"{method} {role} classification: mAP {quality['map']:.1f}, F1 {quality['f1']:.1f}")
 
 
+# --- per-image stages: claim the output folder, write what is missing ------------------
+
+
+def _claim_todo(
+    ctx: RunContext, fingerprint: str, out_dir: Path, samples: Sequence[Sample], suffix: str
+) -> list[Sample]:
+    """Claim ``out_dir`` for ``fingerprint`` (the main process; the others wait), then this
+    process's share of ``samples`` whose output ``{id}{suffix}`` is not there yet: a stage
+    that was interrupted redoes only what is missing."""
+    if ctx.dist.is_main:
+        claim_output_dir(out_dir, fingerprint)
+    barrier(ctx.dist)
+    return [
+        s
+        for s in shard(list(samples), ctx.dist)
+        if not id_path(out_dir, s.image_id, suffix).is_file()
+    ]
+
+
+def _each_image(
+    todo: Sequence[Sample], description: str, progress: bool
+) -> Iterator[tuple[Sample, torch.Tensor]]:
+    """(sample, (3, H, W) uint8 image) for each of ``todo`` in order, read ahead by a loader
+    worker, with a progress bar."""
+    loader = CheckedLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
+    bar = tqdm(
+        total=len(todo), desc=description, disable=not progress, dynamic_ncols=True, leave=False
+    )
+    for index, image in loader:
+        yield todo[index], image
+        bar.update(1)
+    bar.close()
+
+
 # --- random-walk refinement (stages 4-6), the same for each CAM branch (``method``) ------
 
 
@@ -240,15 +275,8 @@ def stage_affinity_labels(ctx: RunContext, fingerprint: str, method: str) -> Non
     """Confident fg / bg / ignore labels of the train images from ``method``'s CAMs."""
     config = ctx.config.affinity_labels
     out_dir = ctx.run.affinity_labels_dir(method, "train")
-    if ctx.dist.is_main:
-        claim_output_dir(out_dir, fingerprint)
-    barrier(ctx.dist)
+    todo = _claim_todo(ctx, fingerprint, out_dir, ctx.split("train").samples, ".png")
     crf = crf_iterations(config.crf_iterations if config.crf else 0, "affinity-labels", ctx.log)
-    todo = [
-        s
-        for s in shard(list(ctx.split("train").samples), ctx.dist)
-        if not id_path(out_dir, s.image_id, ".png").is_file()
-    ]
     job = partial(
         _affinity_label_job,
         cams_dir=ctx.run.cams_dir(method, "train"),
@@ -307,27 +335,11 @@ def stage_rw(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
     """``method``'s CAMs of a split refined by the random walk over its own AffinityNet."""
     config = ctx.config.rw
     out_dir = ctx.run.rw_dir(method, role)
-    if ctx.dist.is_main:
-        claim_output_dir(out_dir, fingerprint)
-    barrier(ctx.dist)
+    todo = _claim_todo(ctx, fingerprint, out_dir, ctx.split(role).samples, ".npz")
     cams_dir = ctx.run.cams_dir(method, role)
     device = ctx.dist.device
     model = load_affinitynet(ctx, method, device)
-    todo = [
-        s
-        for s in shard(list(ctx.split(role).samples), ctx.dist)
-        if not id_path(out_dir, s.image_id, ".npz").is_file()
-    ]
-    loader = CheckedLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
-    bar = tqdm(
-        total=len(todo),
-        desc=f"rw {method}/{role}",
-        disable=not ctx.progress,
-        dynamic_ncols=True,
-        leave=False,
-    )
-    for index, image in loader:
-        sample = todo[index]
+    for sample, image in _each_image(todo, f"rw {method}/{role}", ctx.progress):
         cams_path = id_path(cams_dir, sample.image_id, ".npz")
         maps = load_scores(cams_path)
         if maps.scores_stride4 is None:
@@ -343,8 +355,6 @@ def stage_rw(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
         save_scores(
             id_path(out_dir, sample.image_id, ".npz"), ScoreMaps(maps.keys, refined.cpu().numpy())
         )
-        bar.update(1)
-    bar.close()
     ctx.log(f"rw {method}/{role}: {len(todo)} written to {out_dir}")
 
 
@@ -361,15 +371,8 @@ def stage_pseudo_labels(ctx: RunContext, fingerprint: str, method: str, role: st
     """Pseudo labels of a split from ``method``'s random-walk scores (dense CRF when on)."""
     config = ctx.config.pseudo_labels
     out_dir = ctx.run.pseudo_labels_dir(method, role)
-    if ctx.dist.is_main:
-        claim_output_dir(out_dir, fingerprint)
-    barrier(ctx.dist)
+    todo = _claim_todo(ctx, fingerprint, out_dir, ctx.split(role).samples, ".png")
     crf = crf_iterations(config.crf_iterations if config.crf else 0, "pseudo-labels", ctx.log)
-    todo = [
-        s
-        for s in shard(list(ctx.split(role).samples), ctx.dist)
-        if not id_path(out_dir, s.image_id, ".png").is_file()
-    ]
     job = partial(
         _pseudo_label_job,
         rw_dir=ctx.run.rw_dir(method, role),
@@ -455,30 +458,13 @@ def stage_predict_eval(ctx: RunContext, fingerprint: str, variant: str) -> None:
     """The segmentation model on the val split, scored against its masks."""
     config = ctx.config.predict
     out_dir = ctx.run.predictions_dir(variant, "val")
-    if ctx.dist.is_main:
-        claim_output_dir(out_dir, fingerprint)
-    barrier(ctx.dist)
+    todo = _claim_todo(ctx, fingerprint, out_dir, ctx.split("val").samples, ".png")
     model, _ = load_segmenter(ctx.run.segmentation_dir(variant) / "model.pt", ctx.dist.device)
     crf = crf_iterations(config.crf_iterations if config.crf else 0, "predict", ctx.log)
-    todo = [
-        s
-        for s in shard(list(ctx.split("val").samples), ctx.dist)
-        if not id_path(out_dir, s.image_id, ".png").is_file()
-    ]
-    loader = CheckedLoader(InferenceDataset(todo), batch_size=None, num_workers=1 if todo else 0)
-    bar = tqdm(
-        total=len(todo),
-        desc=f"predict {variant}",
-        disable=not ctx.progress,
-        dynamic_ncols=True,
-        leave=False,
-    )
-    for index, image in loader:
+    for sample, image in _each_image(todo, f"predict {variant}", ctx.progress):
         pixels = image.permute(1, 2, 0).numpy()
         labels = segment_arrays(model, [pixels], config, ctx.dist.device, crf)[0]
-        save_label_png(id_path(out_dir, todo[index].image_id, ".png"), labels)
-        bar.update(1)
-    bar.close()
+        save_label_png(id_path(out_dir, sample.image_id, ".png"), labels)
     barrier(ctx.dist)
     if ctx.dist.is_main:
         evaluate_scores(ctx, out_dir, "val", SEG_VARIANTS[variant], f"{SEG_VARIANTS[variant]}_val")
