@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ from puzzlecam.training.distributed import DistContext, maybe_no_sync
 from puzzlecam.training.optim import OptimConfig, build_optimizer, set_poly_lr
 
 __all__ = ["LoopConfig", "LossOutput", "StepSampler", "fit", "load_weights", "save_weights"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -278,8 +281,9 @@ def fit(
 
             writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step)
         except ImportError:
-            print(
-                "tensorboard is not installed: pip install 'puzzlecam[tensorboard]'; logging to metrics.jsonl only"
+            logger.warning(
+                "tensorboard is not installed: pip install 'puzzlecam[tensorboard]'; "
+                "logging to metrics.jsonl only"
             )
 
     section = section or description
