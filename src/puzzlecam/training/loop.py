@@ -9,13 +9,15 @@ Resumable: a checkpoint (weights, optimiser, position) is written atomically eve
 and every ``checkpoint_every_steps``; the data order and every augmentation are functions
 of (seed, epoch, index), so a resumed run ends with the same weights as one that never
 stopped.
+
+As timm's train.py: ``fit`` sets a run up and calls ``train_one_epoch`` per epoch; the
+files are ``training.checkpoint.Checkpointer``'s (checkpoint.pt, model.pt) and
+``training.metrics_log.MetricsLog``'s (metrics.jsonl, TensorBoard).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -31,14 +33,22 @@ from tqdm import tqdm
 
 from puzzlecam.data.loader import CheckedLoader
 from puzzlecam.dataclass_yaml import NOT_FINGERPRINTED, require
-from puzzlecam.errors import ConfigError, DataError, RunDirError, TrainingError
-from puzzlecam.io import append_jsonl, atomic_write, load_tensor_file, read_jsonl
+from puzzlecam.errors import ConfigError, TrainingError
+from puzzlecam.training.checkpoint import Checkpointer, load_weights, save_weights
 from puzzlecam.training.distributed import DistContext, maybe_no_sync
+from puzzlecam.training.metrics_log import MetricsLog
 from puzzlecam.training.optim import OptimConfig, build_optimizer, set_poly_lr
 
-__all__ = ["LoopConfig", "LossOutput", "StepSampler", "fit", "load_weights", "save_weights"]
-
-logger = logging.getLogger(__name__)
+__all__ = [
+    "LoopConfig",
+    "LossOutput",
+    "StepSampler",
+    "TrainingRun",
+    "train_one_epoch",
+    "fit",
+    "load_weights",  # from training.checkpoint, where they live
+    "save_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -132,29 +142,6 @@ class StepSampler(Sampler[list[int]]):
             yield block[rank * self.micro_batch : (rank + 1) * self.micro_batch]
 
 
-def save_weights(path: Path, model: nn.Module, fingerprint: str, meta: dict | None = None) -> None:
-    """Final weights (state dict + the config fingerprint + metadata), atomically."""
-    payload = {"state_dict": model.state_dict(), "fingerprint": fingerprint, "meta": meta or {}}
-    with atomic_write(path) as handle:
-        torch.save(payload, handle)
-
-
-_OWN_WEIGHTS = (
-    "use a model.pt that puzzlecam wrote (runs/NAME/.../model.pt); a damaged one in a run "
-    "directory can be deleted to train that stage again"
-)
-
-
-def load_weights(path: Path) -> dict:
-    """Read a weights file written by save_weights (no pickle: weights_only=True)."""
-    if not Path(path).is_file():
-        raise RunDirError(f"{path}: weights file not found (has the training stage finished?)")
-    payload = load_tensor_file(path, _OWN_WEIGHTS)
-    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
-        raise DataError(path, f"not a puzzlecam weights file (no state_dict); {_OWN_WEIGHTS}")
-    return payload
-
-
 def _autocast(
     config: LoopConfig, device: torch.device
 ) -> tuple[contextlib.AbstractContextManager, bool]:
@@ -167,17 +154,176 @@ def _autocast(
     return torch.autocast(device_type=device.type, dtype=dtype), mode == "fp16"
 
 
-def _is_finite(tensor: torch.Tensor) -> bool:
-    return not tensor.is_floating_point() or bool(torch.isfinite(tensor).all())
-
-
 def _grads_finite(optimizer: torch.optim.Optimizer) -> bool:
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+@dataclass(eq=False)
+class TrainingRun:
+    """What ``train_one_epoch`` works with: the trainer (``model``: the module the steps run,
+    the trainer itself or its DDP wrapper), its optimiser and loss scaler, the data and
+    settings, where training stands (``step``, ``nonfinite_in_row``) and its two outputs,
+    the checkpoints and the log. ``fit`` builds it."""
+
+    trainer: nn.Module
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    use_scaler: bool
+    autocast: contextlib.AbstractContextManager
+    dataset: Dataset
+    loop: LoopConfig
+    optim: OptimConfig
+    context: DistContext
+    channels_last: bool
+    steps_per_epoch: int
+    checkpoints: Checkpointer
+    log: MetricsLog
+    description: str
+    section: str
+    step: int = 0
+    nonfinite_in_row: int = 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.loop.epochs
+
+    def save_checkpoint(self) -> None:
+        """The resume point after ``step``, on the main process, unless the last step was
+        not finite (the last good state is saved already)."""
+        if not self.context.is_main or self.nonfinite_in_row:
+            return
+        scaler = self.scaler if self.use_scaler else None
+        self.checkpoints.save(self.step, self.trainer.model, self.optimizer, scaler)
+
+    def stopped(self, loss: float | None) -> TrainingError:
+        """The error that ends training after ``max_nonfinite_steps`` bad steps in a row."""
+        first, last = self.step - self.nonfinite_in_row + 1, self.step
+        what = f"the loss was {loss}" if loss is not None else "the gradients held NaN/inf"
+        saved = self.checkpoints.last_saved
+        kept = (
+            f"{self.checkpoints.path} keeps the last good state (step {saved})"
+            if saved is not None
+            else "no checkpoint had been saved yet"
+        )
+        return TrainingError(
+            f"{self.description}: training stopped: {what} at {last - first + 1} steps in a "
+            f"row (steps {first}-{last}, {self.section}.loop.max_nonfinite_steps = "
+            f"{self.loop.max_nonfinite_steps}); {kept}; lower {self.section}.optim.lr (now "
+            f"{self.optim.lr}) and train in a new run directory (--run-dir), or look for "
+            "broken images or labels"
+        )
+
+
+def train_one_epoch(run: TrainingRun, epoch: int, progress: bool = True) -> int:
+    """Train ``epoch`` (0-based) from ``run.step`` to its end; returns how many of its steps
+    were skipped as non-finite.
+
+    Every optimiser step takes ``grad_accum`` micro-batches; its learning rate follows the
+    poly schedule over all of training. A non-finite step (NaN/inf loss; without fp16 loss
+    scaling also NaN/inf gradients) changes nothing: no update, BatchNorm statistics
+    restored, a warning; ``max_nonfinite_steps`` in a row raise ``run.stopped``. The log
+    gets an interval every ``log_every_steps``; a checkpoint is saved every
+    ``checkpoint_every_steps`` (the epoch's own is ``fit``'s).
+    """
+    loop, optim, context, trainer = run.loop, run.optim, run.context, run.trainer
+    device = context.device
+    done_in_epoch = run.step - epoch * run.steps_per_epoch
+    if hasattr(run.dataset, "set_epoch"):
+        run.dataset.set_epoch(epoch)
+    micro_batch = loop.micro_batch(context.world_size)
+    sampler = StepSampler(
+        len(run.dataset), micro_batch, context, loop.seed, epoch, done_in_epoch * loop.grad_accum
+    )
+    loader = CheckedLoader(
+        run.dataset,
+        batch_sampler=sampler,
+        num_workers=loop.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    torch.manual_seed(loop.seed * 1_000_003 + epoch)  # dropout etc. reproducible per epoch
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        initial=done_in_epoch,
+        desc=f"{run.description} epoch {epoch + 1}/{loop.epochs}",
+        disable=not (progress and context.is_main),
+        dynamic_ncols=True,
+        leave=False,
+    )
+    run.log.start_epoch()
+    micro, skipped = 0, 0
+    for batch in loader:
+        if micro == 0:
+            lr_factor = set_poly_lr(
+                run.optimizer, run.step, run.total_steps, optim.poly_power, optim.warmup
+            )
+            run.optimizer.zero_grad(set_to_none=True)
+            step_parts: dict[str, float] = {}
+            bad_loss: float | None = None
+            # a NaN forward pass poisons BatchNorm statistics: keep them to restore
+            buffers = [b.detach().clone() for b in trainer.buffers()]
+        batch = [t.to(device, non_blocking=True) for t in batch]
+        if run.channels_last:
+            batch = [
+                t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+                for t in batch
+            ]
+        last_micro = micro == loop.grad_accum - 1
+        with maybe_no_sync(run.model, not last_micro), run.autocast:
+            output = run.model(*batch, progress=run.step / run.total_steps)
+        loss = output.total / loop.grad_accum
+        if bad_loss is None and not torch.isfinite(loss):
+            bad_loss = float(output.total.detach())
+        # backward even so: under DDP every process must join the gradient all-reduce
+        run.scaler.scale(loss).backward()
+        for name, value in output.parts.items():
+            step_parts[name] = step_parts.get(name, 0.0) + float(value) / loop.grad_accum
+        micro += 1
+        if not last_micro:
+            continue
+        micro = 0
+        finite = bad_loss is None and (run.use_scaler or _grads_finite(run.optimizer))
+        if context.enabled:  # every process takes (or skips) the same steps
+            flag = torch.tensor(float(finite), device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = bool(flag.item())
+        run.step += 1
+        bar.update(1)
+        if finite:
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.nonfinite_in_row = 0
+            run.log.add_step(step_parts)
+        else:
+            run.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for buffer, kept in zip(trainer.buffers(), buffers, strict=True):
+                    buffer.copy_(kept)
+            run.nonfinite_in_row += 1
+            skipped += 1
+            if run.nonfinite_in_row >= loop.max_nonfinite_steps:
+                bar.close()
+                raise run.stopped(bad_loss)
+            if context.is_main:
+                what = f"loss {bad_loss}" if bad_loss is not None else "NaN/inf gradients"
+                tqdm.write(
+                    f"{run.description}: warning: step {run.step}: {what}; step skipped "
+                    f"({run.nonfinite_in_row} in a row, stopping at "
+                    f"{loop.max_nonfinite_steps})",
+                    file=sys.stderr,
+                )
+        if loop.log_every_steps and (
+            run.step % loop.log_every_steps == 0 or run.step == run.total_steps
+        ):
+            record = run.log.log_interval(run.step, epoch, optim.lr * lr_factor)
+            if context.is_main:
+                bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
+        if loop.checkpoint_every_steps and run.step % loop.checkpoint_every_steps == 0:
+            run.save_checkpoint()
+    bar.close()
+    return skipped
 
 
 def fit(
@@ -212,26 +358,18 @@ def fit(
     """
     context = context or DistContext()
     out_dir = Path(out_dir)
-    weights_path, checkpoint_path, log_path = (
-        out_dir / "model.pt",
-        out_dir / "checkpoint.pt",
-        out_dir / "metrics.jsonl",
-    )
-    if weights_path.is_file():
-        if load_weights(weights_path).get("fingerprint") == fingerprint:
-            return weights_path
-        raise RunDirError(
-            f"{weights_path} was trained with another configuration; use a new run directory"
-        )
+    section = section or description
+    checkpoints = Checkpointer(out_dir, fingerprint, description, section, optim.lr)
+    if checkpoints.finished():
+        return checkpoints.weights_path
 
     device = context.device
-    micro_batch = loop.micro_batch(context.world_size)
+    loop.micro_batch(context.world_size)  # a batch the processes cannot share: ConfigError now
     steps_per_epoch = len(dataset) // loop.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
             f"{description}: {len(dataset)} training images, fewer than batch_size {loop.batch_size}"
         )
-    total_steps = steps_per_epoch * loop.epochs
 
     torch.manual_seed(loop.seed)
     trainer.to(device)
@@ -243,27 +381,8 @@ def fit(
     optimizer = build_optimizer(param_groups, optim)
     autocast, use_scaler = _autocast(loop, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-
-    start_step = 0
-    if checkpoint_path.is_file():
-        fix = "delete it to start this training stage over"
-        state = load_tensor_file(checkpoint_path, fix)
-        if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
-            raise DataError(checkpoint_path, f"not a puzzlecam training checkpoint; {fix}")
-        if state.get("fingerprint") != fingerprint:
-            raise RunDirError(
-                f"{checkpoint_path} belongs to another configuration; use a new run directory "
-                "or delete the checkpoint to start over"
-            )
-        trainer.model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if use_scaler and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        start_step = int(state["step"])
-        if context.is_main:  # drop log lines written after the checkpoint
-            kept = [r for r in read_jsonl(log_path) if r.get("step", 0) <= start_step]
-            with atomic_write(log_path) as handle:
-                handle.write("".join(json.dumps(r) + "\n" for r in kept).encode())
+    resuming = checkpoints.path.is_file()
+    start_step = checkpoints.resume(trainer.model, optimizer, scaler if use_scaler else None)
 
     model = trainer
     if context.enabled:
@@ -274,193 +393,28 @@ def fit(
         )
     model.train()
 
-    writer = None
-    if loop.tensorboard and context.is_main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step)
-        except ImportError:
-            logger.warning(
-                "tensorboard is not installed: pip install 'puzzlecam[tensorboard]'; "
-                "logging to metrics.jsonl only"
-            )
-
-    section = section or description
-    last_saved = start_step if checkpoint_path.is_file() else None
-
-    def require_finite_weights(target: Path) -> None:
-        bad = [n for n, t in trainer.model.state_dict().items() if not _is_finite(t)]
-        if bad:
-            raise TrainingError(
-                f"{description}: {target}: not written: the weights hold NaN/inf ({bad[0]}"
-                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower "
-                f"{section}.optim.lr (now {optim.lr}) and train in a new run directory "
-                "(--run-dir)"
-            )
-
-    def save_checkpoint(step: int) -> None:
-        nonlocal last_saved
-        if not context.is_main or nonfinite_in_row:  # the last good state is saved already
-            return
-        require_finite_weights(checkpoint_path)
-        state = {
-            "model": trainer.model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "fingerprint": fingerprint,
-        }
-        if use_scaler:
-            state["scaler"] = scaler.state_dict()
-        with atomic_write(checkpoint_path) as handle:
-            torch.save(state, handle)
-        last_saved = step
-
-    def stop(first: int, last: int, loss: float | None) -> TrainingError:
-        what = f"the loss was {loss}" if loss is not None else "the gradients held NaN/inf"
-        kept = (
-            f"{checkpoint_path} keeps the last good state (step {last_saved})"
-            if last_saved is not None
-            else "no checkpoint had been saved yet"
-        )
-        return TrainingError(
-            f"{description}: training stopped: {what} at {last - first + 1} steps in a row "
-            f"(steps {first}-{last}, {section}.loop.max_nonfinite_steps = "
-            f"{loop.max_nonfinite_steps}); {kept}; lower {section}.optim.lr (now {optim.lr}) "
-            "and train in a new run directory (--run-dir), or look for broken images or labels"
-        )
-
-    step = start_step
-    nonfinite_in_row = 0
+    log = MetricsLog(
+        out_dir / "metrics.jsonl",
+        description,
+        loop.batch_size,
+        enabled=context.is_main,
+        resumed_at=start_step if resuming else None,
+        tensorboard_dir=out_dir / "tensorboard" if loop.tensorboard else None,
+    )
+    run = TrainingRun(
+        trainer, model, optimizer, scaler, use_scaler, autocast, dataset, loop, optim, context,
+        channels_last, steps_per_epoch, checkpoints, log, description, section, step=start_step,
+    )  # fmt: skip
     started = time.perf_counter()
-    for epoch in range(start_step // steps_per_epoch, loop.epochs):
-        done_in_epoch = step - epoch * steps_per_epoch
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        sampler = StepSampler(
-            len(dataset), micro_batch, context, loop.seed, epoch, done_in_epoch * loop.grad_accum
-        )
-        loader = CheckedLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=loop.num_workers,
-            pin_memory=device.type == "cuda",
-            persistent_workers=False,
-        )
-        torch.manual_seed(loop.seed * 1_000_003 + epoch)  # dropout etc. reproducible per epoch
-        bar = tqdm(
-            total=steps_per_epoch,
-            initial=done_in_epoch,
-            desc=f"{description} epoch {epoch + 1}/{loop.epochs}",
-            disable=not (progress and context.is_main),
-            dynamic_ncols=True,
-            leave=False,
-        )
-        sums: dict[str, float] = {}
-        count, epoch_sums, epoch_count, interval_start = 0, {}, 0, time.perf_counter()
-        micro, skipped = 0, 0
-        for batch in loader:
-            if micro == 0:
-                lr_factor = set_poly_lr(
-                    optimizer, step, total_steps, optim.poly_power, optim.warmup
-                )
-                optimizer.zero_grad(set_to_none=True)
-                step_parts: dict[str, float] = {}
-                bad_loss: float | None = None
-                # a NaN forward pass poisons BatchNorm statistics: keep them to restore
-                buffers = [b.detach().clone() for b in trainer.buffers()]
-            batch = [t.to(device, non_blocking=True) for t in batch]
-            if channels_last:
-                batch = [
-                    t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-                    for t in batch
-                ]
-            last_micro = micro == loop.grad_accum - 1
-            with maybe_no_sync(model, not last_micro), autocast:
-                output = model(*batch, progress=step / total_steps)
-            loss = output.total / loop.grad_accum
-            if bad_loss is None and not torch.isfinite(loss):
-                bad_loss = float(output.total.detach())
-            # backward even so: under DDP every process must join the gradient all-reduce
-            scaler.scale(loss).backward()
-            for name, value in output.parts.items():
-                step_parts[name] = step_parts.get(name, 0.0) + float(value) / loop.grad_accum
-            micro += 1
-            if not last_micro:
-                continue
-            micro = 0
-            finite = bad_loss is None and (use_scaler or _grads_finite(optimizer))
-            if context.enabled:  # every process takes (or skips) the same steps
-                flag = torch.tensor(float(finite), device=device)
-                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-                finite = bool(flag.item())
-            step += 1
-            bar.update(1)
-            if finite:
-                scaler.step(optimizer)
-                scaler.update()
-                nonfinite_in_row = 0
-                count += 1
-                for name, value in step_parts.items():
-                    sums[name] = sums.get(name, 0.0) + value
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                with torch.no_grad():
-                    for buffer, kept in zip(trainer.buffers(), buffers, strict=True):
-                        buffer.copy_(kept)
-                nonfinite_in_row += 1
-                skipped += 1
-                if nonfinite_in_row >= loop.max_nonfinite_steps:
-                    bar.close()
-                    raise stop(step - nonfinite_in_row + 1, step, bad_loss)
-                if context.is_main:
-                    what = f"loss {bad_loss}" if bad_loss is not None else "NaN/inf gradients"
-                    tqdm.write(
-                        f"{description}: warning: step {step}: {what}; step skipped "
-                        f"({nonfinite_in_row} in a row, stopping at "
-                        f"{loop.max_nonfinite_steps})",
-                        file=sys.stderr,
-                    )
-            if loop.log_every_steps and (step % loop.log_every_steps == 0 or step == total_steps):
-                record = {"step": step, "epoch": epoch + 1, "lr": optim.lr * lr_factor}
-                record.update({k: v / count for k, v in sums.items()})
-                record["images_per_s"] = (
-                    count * loop.batch_size / max(time.perf_counter() - interval_start, 1e-9)
-                )
-                if context.is_main:
-                    append_jsonl(log_path, record)
-                    bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
-                    if writer:
-                        for key, value in record.items():
-                            if key not in ("step", "epoch"):
-                                writer.add_scalar(f"{description}/{key}", value, step)
-                for key, value in sums.items():
-                    epoch_sums[key] = epoch_sums.get(key, 0.0) + value
-                epoch_count += count
-                sums, count, interval_start = {}, 0, time.perf_counter()
-            if loop.checkpoint_every_steps and step % loop.checkpoint_every_steps == 0:
-                save_checkpoint(step)
-        bar.close()
-        for key, value in sums.items():
-            epoch_sums[key] = epoch_sums.get(key, 0.0) + value
-        epoch_count += count
-        save_checkpoint(step)
-        if context.is_main:
-            summary = {
-                "step": step,
-                "epoch": epoch + 1,
-                "type": "epoch",
-                "seconds": time.perf_counter() - started,
-            }
-            summary.update({k: v / max(epoch_count, 1) for k, v in epoch_sums.items()})
-            if skipped:
-                summary["nonfinite_steps"] = skipped
-            append_jsonl(log_path, summary)
-    if writer:
-        writer.close()
+    try:
+        for epoch in range(start_step // steps_per_epoch, loop.epochs):
+            skipped = train_one_epoch(run, epoch, progress)
+            run.save_checkpoint()
+            log.end_epoch(run.step, epoch, time.perf_counter() - started, skipped)
+    finally:
+        log.close()
     if context.is_main:
-        require_finite_weights(weights_path)
-        save_weights(weights_path, trainer.model, fingerprint, meta)
+        checkpoints.save_weights(trainer.model, meta)
     if context.enabled:
         torch.distributed.barrier()
-    return weights_path
+    return checkpoints.weights_path
