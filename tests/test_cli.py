@@ -388,3 +388,10 @@ def test_a_killed_data_worker_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr(cli, "_eval", killed)
     line = fails(capsys, ["eval", "--pred", "p", "--gt", "g"])
     assert "DataLoader worker (pid 4242) is killed" in line and "num_workers" in line
+
+
+def test_set_takes_several_overrides_and_repeats():
+    args = cli.build_parser().parse_args(
+        ["ablate", "--config", "demo", "--set", "a.b=1", "c=[1, 2]", "--set", "d=x"]
+    )
+    assert args.overrides == ["a.b=1", "c=[1, 2]", "d=x"]

@@ -34,10 +34,11 @@ def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> 
     parser.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting, e.g. --set train_cls.loop.epochs=3 (repeatable)",
+        help="override settings: --set train_cls.loop.epochs=3 cams.batch_size=8 (repeatable)",
     )
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
