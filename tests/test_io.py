@@ -6,6 +6,7 @@ from puzzlecam.errors import DataError
 from puzzlecam.io import (
     append_jsonl,
     atomic_write,
+    claim_folder,
     image_size,
     load_image,
     load_label_png,
@@ -164,3 +165,19 @@ def test_jsonl_names_a_bad_line_that_is_not_the_last(tmp_path):
     with pytest.raises(DataError, match="line 3 is not a JSON record") as caught:
         read_jsonl(path)
     assert caught.value.path == path
+
+
+def test_claim_folder_writes_its_marker_once_then_checks_it(tmp_path):
+    folder = tmp_path / "out" / "cams"
+    written, checked = [], []
+    assert claim_folder(folder, ".owner", written.append, checked.append)
+    assert folder.is_dir() and written == [folder / ".owner"] and checked == []
+    (folder / ".owner").write_text("a", encoding="utf-8")
+
+    def refuse(marker):
+        raise DataError(marker, "belongs to another configuration")
+
+    assert not claim_folder(folder, ".owner", written.append, checked.append)
+    assert checked == [folder / ".owner"] and len(written) == 1
+    with pytest.raises(DataError, match="another configuration"):
+        claim_folder(folder, ".owner", written.append, refuse)

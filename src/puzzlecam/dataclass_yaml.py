@@ -27,6 +27,7 @@ __all__ = [
     "to_dict",
     "fingerprint_data",
     "config_hash",
+    "differences",
     "require",
     "require_at_least",
     "NOT_FINGERPRINTED",
@@ -187,6 +188,17 @@ def config_hash(config: Any) -> str:
     ``NOT_FINGERPRINTED`` are left out."""
     text = json.dumps(fingerprint_data(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``"a.b: old -> new"`` for every setting that differs between two nested dicts (as
+    ``to_dict`` makes them), sorted by name: what a message says changed."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +22,7 @@ from puzzlecam.errors import DataError
 
 __all__ = [
     "atomic_write",
+    "claim_folder",
     "DECOMPRESSION_BOMB",
     "load_image",
     "image_size",
@@ -60,6 +61,29 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def claim_folder(
+    folder: str | Path,
+    marker: str,
+    write: Callable[[Path], None],
+    check: Callable[[Path], None],
+) -> bool:
+    """Claim ``folder`` for one configuration through its marker file ``folder/marker``
+    (what made the folder's files: a config, a fingerprint, the inputs' description).
+
+    Without the marker the folder is created and ``write(marker path)`` writes it (write it
+    atomically): True. With one, ``check(marker path)`` raises, saying how to fix it,
+    unless the marker says the folder is the caller's: False, nothing written. Whatever
+    writes into such a folder claims it first, so outputs of two configurations never mix.
+    """
+    path = Path(folder) / marker
+    if path.is_file():
+        check(path)
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path)
+    return True
 
 
 @functools.cache

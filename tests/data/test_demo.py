@@ -141,7 +141,7 @@ def test_rerun_is_a_no_op(built: Path) -> None:
 def test_other_config_in_same_root_is_refused(built: Path) -> None:
     before = all_files(built)
     other = DemoDataConfig(**{**TINY.to_dict(), "seed": 9})
-    with pytest.raises(DataError, match="different configuration.*seed 3 -> 9"):
+    with pytest.raises(DataError, match="different configuration.*seed: 3 -> 9"):
         build_demo_dataset(built, other)
     assert all_files(built) == before
 
@@ -322,7 +322,7 @@ def test_build_without_the_classes_option_is_reused(built: Path, tmp_path: Path)
     del meta["config"]["classes"]
     (root / "demo.json").write_text(json.dumps(meta))
     assert build_demo_dataset(root, TINY).reused
-    with pytest.raises(DataError, match=r"classes \[\] -> \['trouser', 'bag', 'boot'\]"):
+    with pytest.raises(DataError, match=r"classes: \[\] -> \['trouser', 'bag', 'boot'\]"):
         build_demo_dataset(root, SUBSET)
 
 
@@ -428,7 +428,7 @@ def test_distractors_leave_labels_and_annotations_alone(built: Path, clutter_bui
                 assert 1 <= distractor["bbox"][1] <= distractor["bbox"][3] <= 64
                 assert CLUTTER.min_visible <= distractor["visible"] <= 1.0
     assert placed >= 10
-    with pytest.raises(DataError, match=r"distractors \[1, 2\] -> \[0, 0\]"):
+    with pytest.raises(DataError, match=r"distractors: \[1, 2\] -> \[0, 0\]"):
         build_demo_dataset(clutter_built, TINY)
 
 

@@ -64,7 +64,7 @@ from puzzlecam.data.classes import resolve_classes
 from puzzlecam.data.ids import check_image_id, id_path
 from puzzlecam.data.samples import Sample, SplitData
 from puzzlecam.errors import ConfigError, DataError
-from puzzlecam.io import read_json, save_label_png, write_json
+from puzzlecam.io import claim_folder, read_json, save_label_png, write_json
 from puzzlecam.parallel import default_workers
 
 __all__ = ["read_coco", "coco_class_mapping", "coco_semantic_mask", "MASK_FOLDER"]
@@ -244,25 +244,24 @@ def _write_masks(
 
 def _prepare_mask_folder(folder: Path, meta: dict[str, Any], json_path: Path) -> set[str]:
     """Create or check the mask folder; the ids of the masks already in it."""
-    meta_path = folder / _MASKS_META
+
+    def check(meta_path: Path) -> None:
+        if read_json(meta_path) != meta:
+            raise DataError(
+                meta_path,
+                f"the masks in {folder} were made from another annotation file or class "
+                f"mapping ({json_path.name}: {meta['annotation_bytes']} bytes now); delete "
+                f"{folder} and they will be made again",
+            )
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if not meta_path.is_file():
-            write_json(meta_path, meta)
+        claim_folder(folder, _MASKS_META, lambda meta_path: write_json(meta_path, meta), check)
     except OSError as error:
         raise DataError(
             folder,
             f"cannot write the ground-truth masks made from {json_path.name} here ({error}); "
             "make the data root writable, or pass cache_dir to read_coco",
         ) from error
-    found = read_json(meta_path)
-    if found != meta:
-        raise DataError(
-            meta_path,
-            f"the masks in {folder} were made from another annotation file or class mapping "
-            f"({json_path.name}: {meta['annotation_bytes']} bytes now); delete {folder} and "
-            "they will be made again",
-        )
     return {entry.name[:-4] for entry in os.scandir(folder) if entry.name.endswith(".png")}
 
 

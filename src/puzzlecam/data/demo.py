@@ -89,6 +89,7 @@ from puzzlecam.data.fashion_mnist import (
     load_fashion_mnist,
     read_idx,
 )
+from puzzlecam.dataclass_yaml import differences
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import atomic_write, read_json, save_label_png, write_json
 from puzzlecam.visualize import resize_array
@@ -1062,11 +1063,7 @@ def _existing_build(root: Path, config: DemoDataConfig) -> dict[str, Any] | None
         stored = {**DemoDataConfig().to_dict(), **meta["config"]}
         wanted = config.to_dict()
         if meta.get("version") != DEMO_FORMAT_VERSION or stored != wanted:
-            changes = [
-                f"{key} {stored.get(key)!r} -> {wanted.get(key)!r}"
-                for key in sorted(set(stored) | set(wanted))
-                if stored.get(key) != wanted.get(key)
-            ]
+            changes = differences(stored, wanted)
             if meta.get("version") != DEMO_FORMAT_VERSION:
                 changes.append(f"generator version {meta.get('version')} -> {DEMO_FORMAT_VERSION}")
             raise DataError(

@@ -33,20 +33,19 @@ from typing import Any
 
 import yaml
 
-from puzzlecam.dataclass_yaml import config_hash, dump_yaml, fingerprint_data, from_dict
+from puzzlecam.dataclass_yaml import (
+    config_hash,
+    differences,
+    dump_yaml,
+    fingerprint_data,
+    from_dict,
+)
 from puzzlecam.errors import ConfigError, RunDirError
-from puzzlecam.io import atomic_write, read_json, read_text, write_json
+from puzzlecam.io import atomic_write, claim_folder, read_json, read_text, write_json
 
 __all__ = ["RunDir", "claim_output_dir", "reclaim_output_dir"]
 
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
-        return out
-    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+_MARKER = ".fingerprint"  # in a stage's output folder: the fingerprint its files were made with
 
 
 class RunDir:
@@ -65,30 +64,31 @@ class RunDir:
         with ``--device auto`` can be resumed with ``--device cpu``. config.yaml keeps
         what the run was started with.
         """
-        if self.config_path.is_file():
+
+        def check(path: Path) -> None:
             try:
-                existing = yaml.safe_load(read_text(self.config_path)) or {}
+                existing = yaml.safe_load(read_text(path)) or {}
             except yaml.YAMLError as error:
                 raise RunDirError(
-                    f"{self.config_path}: not a readable config ({' '.join(str(error).split())}); "
-                    "restore it, or "
-                    "use another --run-dir"
+                    f"{path}: not a readable config ({' '.join(str(error).split())}); "
+                    "restore it, or use another --run-dir"
                 ) from error
             # a config written before a setting existed reads as that setting's default
             with contextlib.suppress(ConfigError):
                 existing = fingerprint_data(from_dict(type(config), existing))
             wanted = fingerprint_data(config)
             if config_hash(existing) != config_hash(wanted):
-                changes = _differences(existing, wanted)
-                shown = "\n  ".join(changes[:12])
+                shown = "\n  ".join(differences(existing, wanted)[:12])
                 raise RunDirError(
                     f"{self.root} holds a run of a different config; changed settings:\n  {shown}\n"
                     "Use another --run-dir for the new config, or delete this directory."
                 )
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.config_path) as handle:
-            handle.write(dump_yaml(config).encode("utf-8"))
+
+        def write(path: Path) -> None:
+            with atomic_write(path) as handle:
+                handle.write(dump_yaml(config).encode("utf-8"))
+
+        claim_folder(self.root, self.config_path.name, write, check)
 
     def remove_stale_temp_files(self) -> int:
         """Delete temp files a killed process left mid-write (their targets were never
@@ -202,18 +202,20 @@ class RunDir:
 def claim_output_dir(directory: Path, fingerprint: str) -> None:
     """Mark ``directory`` as holding outputs of ``fingerprint`` (files already there are
     kept and skipped); refuse if it holds another producer's outputs."""
-    marker = directory / ".fingerprint"
-    if marker.is_file():
+
+    def check(marker: Path) -> None:
         found = marker.read_text(encoding="utf-8").strip()
         if found != fingerprint:
             raise RunDirError(
                 f"{directory} holds outputs made from other inputs ({found} != {fingerprint}); "
                 "delete the folder to recompute it"
             )
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_write(marker) as handle:
-        handle.write(fingerprint.encode("utf-8"))
+
+    def write(marker: Path) -> None:
+        with atomic_write(marker) as handle:
+            handle.write(fingerprint.encode("utf-8"))
+
+    claim_folder(directory, _MARKER, write, check)
 
 
 def reclaim_output_dir(directory: Path, fingerprint: str, finished_before: bool) -> bool:
@@ -222,7 +224,7 @@ def reclaim_output_dir(directory: Path, fingerprint: str, finished_before: bool)
     fingerprint, or, in a folder written before markers were, anything when the stage had
     finished with another fingerprint (``finished_before``). Outputs of this fingerprint
     (an interrupted run) are kept. Returns whether anything was removed."""
-    marker = directory / ".fingerprint"
+    marker = directory / _MARKER
     if marker.is_file():
         stale = marker.read_text(encoding="utf-8").strip() != fingerprint
     else:
