@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from puzzlecam.cams.inference import check_scales, resize_images
+from puzzlecam.cams.inference import check_scales, scales_and_flips
 from puzzlecam.constants import IMAGE_EXTENSIONS
 from puzzlecam.crf import crf_available, crf_refine_probs
 from puzzlecam.data.ids import id_path
@@ -84,21 +84,19 @@ def predict_probs(
     summing to 1.
     """
     height, width = images.shape[-2:]
-    total = None
-    count = 0
-    for scale in scales:
-        scaled = resize_images(images, scale)
-        batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
+
+    def probabilities(batch: torch.Tensor) -> torch.Tensor:  # (N, C+1, H, W)
         logits = model(batch).float()
         if logits.shape[-2:] != (height, width):
             logits = F.interpolate(
                 logits, size=(height, width), mode="bilinear", align_corners=False
             )
-        probs = logits.softmax(dim=1)
-        if flip:
-            probs = probs[: images.shape[0]] + probs[images.shape[0] :].flip(-1)
+        return logits.softmax(dim=1)
+
+    total = None
+    for probs in scales_and_flips(probabilities, images, scales, flip):  # (B, C+1, H, W)
         total = probs if total is None else total + probs
-        count += 2 if flip else 1
+    count = len(scales) * (2 if flip else 1)
     return total / count
 
 
