@@ -1,6 +1,6 @@
 """Segmenting images: multi-scale + flip averaged probabilities, optional CRF.
 
-``predict_probs`` / ``predict_labels`` serve the pipeline's evaluation stage;
+``predict_probs`` / ``segment_arrays`` serve the pipeline's evaluation stage;
 ``collect_images`` + ``predict_images`` segment any folder of images (``puzzlecam
 predict``): a VOC-palette PNG mask and a colour overlay per image, at the image's own
 (EXIF-upright) size. Any file Pillow reads is an image (GIF, PPM, ...; animated ones by
@@ -35,7 +35,6 @@ from puzzlecam.visualize import overlay_labels
 __all__ = [
     "PredictConfig",
     "predict_probs",
-    "predict_labels",
     "image_array",
     "working_size",
     "image_tensor",
@@ -98,21 +97,6 @@ def predict_probs(
         total = probs if total is None else total + probs
     count = len(scales) * (2 if flip else 1)
     return total / count
-
-
-def predict_labels(
-    model: Segmenter,
-    image: torch.Tensor,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = True,
-    crf_iterations: int = 0,
-) -> np.ndarray:
-    """Label map (H, W) uint8 of one uint8 image (3, H, W); CRF when iterations > 0."""
-    probs = predict_probs(model, image[None], scales, flip)[0].cpu().numpy()
-    if crf_iterations > 0:
-        pixels = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
-        probs = crf_refine_probs(pixels, probs, crf_iterations)
-    return probs.argmax(axis=0).astype(np.uint8)
 
 
 def image_array(image: Image.Image | str | Path | np.ndarray) -> np.ndarray:
