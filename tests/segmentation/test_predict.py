@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from puzzlecam import crf
 from puzzlecam.cli import main
 from puzzlecam.dataclass_yaml import dump_yaml
 from puzzlecam.errors import DataError, RunDirError
@@ -165,13 +166,13 @@ def test_crf_runs_or_is_skipped_once(model, tmp_path, capsys, monkeypatch):
     image = tmp_path / "one.png"
     Image.fromarray(_pixels(32, 40)).save(image)
     config = PredictConfig(scales=(1.0,), flip=False, crf=True, crf_iterations=2)
-    if predict_module.crf_available():
+    if crf.crf_available():
         summary = predict_images(model, CLASSES, [image], tmp_path / "crf", config, "cpu", False)
         assert summary.crf and load_label_png(tmp_path / "crf" / "masks" / "one.png").shape == (
             32,
             40,
         )
-    monkeypatch.setattr(predict_module, "crf_available", lambda: False)
+    monkeypatch.setattr(crf, "crf_available", lambda: False)
     capsys.readouterr()
     summary = predict_images(model, CLASSES, [image, image], tmp_path / "no", config, "cpu", False)
     assert not summary.crf

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from puzzlecam.cams.inference import check_scales, scales_and_flips
 from puzzlecam.constants import IMAGE_EXTENSIONS
-from puzzlecam.crf import crf_available, crf_refine_probs
+from puzzlecam.crf import crf_iterations, crf_refine_probs
 from puzzlecam.data.ids import id_path
 from puzzlecam.dataclass_yaml import require_at_least
 from puzzlecam.errors import DataError
@@ -426,10 +426,7 @@ def predict_images(
     """
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
-    crf_iterations = config.crf_iterations if config.crf else 0
-    if crf_iterations and not crf_available():
-        tqdm.write("CRF skipped: pydensecrf2 is not installed (pip install 'puzzlecam[crf]')")
-        crf_iterations = 0
+    crf_steps = crf_iterations(config.crf_iterations if config.crf else 0, "predict", tqdm.write)
     names = output_names(list(paths))
     # every output name checked before anything is written
     targets = {
@@ -452,7 +449,7 @@ def predict_images(
 
     def flush() -> None:
         arrays = [image for _, _, image in pending]
-        labels = segment_arrays(model, arrays, config, device, crf_iterations)
+        labels = segment_arrays(model, arrays, config, device, crf_steps)
         for (path, name, image), label in zip(pending, labels, strict=True):
             mask_path, overlay_path = targets[name]
             save_label_png(mask_path, label)
@@ -477,4 +474,4 @@ def predict_images(
     if pending:
         flush()
     bar.close()
-    return PredictSummary(out_dir, tuple(written), tuple(skipped), crf_iterations > 0)
+    return PredictSummary(out_dir, tuple(written), tuple(skipped), crf_steps > 0)
