@@ -16,7 +16,6 @@ For many images, ``puzzlecam predict`` (``segmentation.predict.predict_images``)
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +31,9 @@ from puzzlecam.errors import RunDirError
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.models.segmenter import Segmenter
 from puzzlecam.pipeline.config import PredictConfig, RunConfig, load_run_config
-from puzzlecam.pipeline.run_dir import RunDir
-from puzzlecam.segmentation.model_io import load_segmenter, resolve_weights
+from puzzlecam.pipeline.run_dir import RunDir, resolve_weights
+from puzzlecam.pipeline.trained import load_classifier
+from puzzlecam.segmentation.model_io import load_segmenter
 from puzzlecam.segmentation.predict import (
     image_array,
     image_tensor,
@@ -89,12 +89,9 @@ class TrainedRun:
     def classifier(self) -> CamClassifier:
         """The CAM classifier (``classifier/{method}/model.pt``), eval mode."""
         if self._classifier is None:
-            path = RunDir(self.root).classifier_dir(self.method) / "model.pt"
-            payload = load_weights(path)
-            backbone = dataclasses.replace(self.config.train_cls.backbone, pretrained="none")
-            model = CamClassifier(backbone, len(self.classes))
-            model.load_state_dict(payload["state_dict"])
-            self._classifier = model.to(self.device).eval()
+            self._classifier = load_classifier(
+                RunDir(self.root), self.config, self.method, len(self.classes), self.device
+            )
         return self._classifier
 
     @property
@@ -202,7 +199,10 @@ def load_run(
     config = _run_config(root)
     run = RunDir(root)
     # the class list travels in the weights' metadata (the data set need not be there)
-    weights = [run.classifier_dir(method) / "model.pt", run.segmentation_dir(variant) / "model.pt"]
+    weights = [
+        run.model_path(run.classifier_dir(method)),
+        run.model_path(run.segmentation_dir(variant)),
+    ]
     found = [path for path in weights if path.is_file()]
     if not found:
         raise RunDirError(

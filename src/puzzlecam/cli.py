@@ -197,8 +197,9 @@ def _predict_config(args: argparse.Namespace):
     from dataclasses import replace
 
     from puzzlecam.pipeline.config import PredictConfig, load_run_config
+    from puzzlecam.pipeline.run_dir import RunDir
 
-    run_config = Path(args.model) / "config.yaml"
+    run_config = RunDir(args.model).config_path
     base = load_run_config(run_config).predict if run_config.is_file() else PredictConfig()
     changes = {
         "scales": tuple(args.scales) if args.scales else None,
@@ -244,7 +245,8 @@ def check_output(
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from puzzlecam.segmentation.model_io import load_segmenter, resolve_weights
+    from puzzlecam.pipeline.run_dir import resolve_weights
+    from puzzlecam.segmentation.model_io import load_segmenter
     from puzzlecam.segmentation.predict import check_out_dir, collect_images, predict_images
     from puzzlecam.training.distributed import resolve_device
 
@@ -282,8 +284,9 @@ def _check_image(size: tuple[int, int]):
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
+    from puzzlecam.pipeline.run_dir import resolve_weights
     from puzzlecam.segmentation.export import DEFAULT_OPSET, check_onnx, check_opset, export_onnx
-    from puzzlecam.segmentation.model_io import load_segmenter, resolve_weights
+    from puzzlecam.segmentation.model_io import load_segmenter
     from puzzlecam.segmentation.predict import image_array
 
     # everything the slow export and check need, checked first

@@ -1,12 +1,18 @@
 """RunDir.bind: a run belongs to one config; a config file written before a setting existed
-still belongs to the same config."""
+still belongs to the same config. resolve_weights: the segmentation model a path names."""
 
 import pytest
 import yaml
 
 from puzzlecam.errors import RunDirError
 from puzzlecam.pipeline.config import load_run_config
-from puzzlecam.pipeline.run_dir import RunDir, claim_output_dir, reclaim_output_dir
+from puzzlecam.pipeline.run_dir import (
+    RunDir,
+    claim_output_dir,
+    reclaim_output_dir,
+    resolve_weights,
+)
+from tests.helpers import save_tiny_segmenter
 
 
 def test_a_config_written_before_a_new_setting_still_binds(tmp_path):
@@ -62,3 +68,19 @@ def test_outputs_of_other_inputs_are_removed_before_a_stage_runs_again(tmp_path)
     (legacy / ".fingerprint").unlink()
     assert reclaim_output_dir(legacy, "new", finished_before=True)
     assert not (legacy / "checkpoint.pt").exists()
+
+
+def test_resolve_weights(tmp_path):
+    weights = save_tiny_segmenter(tmp_path / "model.pt")
+    assert resolve_weights(weights) == weights
+    assert resolve_weights(tmp_path) == weights  # a folder holding model.pt
+    run = tmp_path / "run"
+    (run / "segmentation" / "weak").mkdir(parents=True)
+    with pytest.raises(RunDirError, match=r"segmentation/weak/model.pt.*train it first"):
+        resolve_weights(run)
+    save_tiny_segmenter(run / "segmentation" / "weak" / "model.pt")
+    assert resolve_weights(run) == run / "segmentation" / "weak" / "model.pt"
+    with pytest.raises(RunDirError, match=r"segmentation/full/model.pt.*--variant weak"):
+        resolve_weights(run, "full")
+    with pytest.raises(RunDirError, match="no such run directory or weights file"):
+        resolve_weights(tmp_path / "missing")

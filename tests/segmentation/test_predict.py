@@ -1,6 +1,6 @@
 """Segmenting folders of real-world files: odd modes, EXIF rotation, a 4000x3000 photo, a
 corrupt file, name clashes, GIF and extension-less images, files that are not images;
-model lookup; the large-image path matches plain resizing."""
+model loading errors; the large-image path matches plain resizing."""
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from puzzlecam.errors import DataError, RunDirError
 from puzzlecam.io import load_label_png
 from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.segmentation import predict as predict_module
-from puzzlecam.segmentation.model_io import load_segmenter, resolve_weights
+from puzzlecam.segmentation.model_io import load_segmenter
 from puzzlecam.segmentation.predict import (
     PredictConfig,
     collect_images,
@@ -179,18 +179,7 @@ def test_crf_runs_or_is_skipped_once(model, tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out.count("CRF skipped") == 1
 
 
-def test_resolve_weights_and_load_errors(weights, tmp_path):
-    assert resolve_weights(weights) == weights
-    run = tmp_path / "run"
-    (run / "segmentation" / "weak").mkdir(parents=True)
-    with pytest.raises(RunDirError, match=r"segmentation/weak/model.pt.*train it first"):
-        resolve_weights(run)
-    save_tiny_segmenter(run / "segmentation" / "weak" / "model.pt")
-    assert resolve_weights(run) == run / "segmentation" / "weak" / "model.pt"
-    with pytest.raises(RunDirError, match=r"segmentation/full/model.pt.*--variant weak"):
-        resolve_weights(run, "full")
-    with pytest.raises(RunDirError, match="no such run directory or weights file"):
-        resolve_weights(tmp_path / "missing")
+def test_load_errors(tmp_path):
     other = tmp_path / "classifier.pt"
     save_weights(other, torch.nn.Linear(2, 2), "test", {"classes": ["a"], "method": "puzzle_cam"})
     with pytest.raises(RunDirError, match="not a segmentation model"):

@@ -16,8 +16,9 @@ terms off, so no puzzle setting reaches it (``PLAIN_CAM_PUZZLE``).
 Every score of a branch has one key in metrics.json, defined here and nowhere else
 (the pipeline writes them, the summary and the report read them). The Puzzle-CAM
 branch keeps the keys it always had (``rw``, ``pseudo_labels`` ...); the plain
-branch's carry its name (``plain_cam_rw`` ...). Evaluation files are named
-``eval/{key}_{split}.json`` (the CAMs' ``eval/cams_{key}_{split}.json``).
+branch's carry its name (``plain_cam_rw`` ...); the segmentation models' are
+``SEGMENTER_SCORES``. The evaluation file of each score is named by the plan
+(``pipeline.plan``, ``Score.eval_name``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "SEGMENTATION_METHOD",
     "OUTPUTS",
     "METHOD_NAMES",
+    "VARIANTS",
     "PLAIN_CAM_PUZZLE",
     "classifier_settings",
     "segmenter_settings",
@@ -44,6 +46,9 @@ __all__ = [
     "metric_key",
     "branch_of",
     "branch_table",
+    "SegmenterScore",
+    "SEGMENTER_SCORES",
+    "segmenter_key",
 ]
 
 Output = Literal["cams", "rw", "pseudo_labels_nocrf", "pseudo_labels"]
@@ -59,6 +64,10 @@ OUTPUTS: tuple[Output, ...] = ("cams", "rw", "pseudo_labels_nocrf", "pseudo_labe
 (best background threshold), the pseudo labels before and after the dense CRF."""
 
 METHOD_NAMES = {"puzzle_cam": "Puzzle-CAM", "plain_cam": "plain CAM"}
+
+VARIANTS = ("weak", "full")
+"""The segmentation models: ``weak`` learns from the pseudo labels, ``full`` from ground
+truth (the upper bound, when ``train_seg.fully_supervised`` is set)."""
 
 PLAIN_CAM_PUZZLE = PuzzleConfig(puzzle_classification=False, reconstruction=False, alpha_max=0.0)
 """The plain-CAM classifier's puzzle settings: L_cls alone. With both terms off nothing
@@ -155,3 +164,28 @@ def branch_table(metrics: Mapping[str, Any]) -> dict[str, dict[tuple[Output, str
             if isinstance(miou, (int, float)):
                 table.setdefault(score.method, {})[(score.output, split)] = float(miou)
     return table
+
+
+@dataclass(frozen=True)
+class SegmenterScore:
+    key: str  # in metrics.json
+    variant: str
+    label: str  # for people
+
+
+SEGMENTER_SCORES: tuple[SegmenterScore, ...] = (
+    SegmenterScore("deeplab_weak", "weak", "DeepLabV3+ on pseudo labels"),
+    SegmenterScore("deeplab_full", "full", "DeepLabV3+ on ground truth"),
+)
+"""The segmentation models' scores on val, in the order tables show them."""
+
+_SEGMENTER_KEYS = {s.variant: s.key for s in SEGMENTER_SCORES}
+
+
+def segmenter_key(variant: str) -> str:
+    """The metrics.json key of the segmentation model ``variant``: ``"weak"`` ->
+    ``"deeplab_weak"``."""
+    try:
+        return _SEGMENTER_KEYS[variant]
+    except KeyError:
+        raise KeyError(f"no segmentation model '{variant}'; variants {list(VARIANTS)}") from None

@@ -1,4 +1,5 @@
 """The run directory: one object owns every path in it, the manifest and metrics.json.
+Which stage writes which folder is the plan's (``pipeline.plan``, ``Stage.outputs``).
 
 runs/NAME/
   config.yaml           the resolved config (the run belongs to it)
@@ -15,11 +16,13 @@ runs/NAME/
   pseudo_labels/{method}/{split}/{id}.png
   segmentation/{variant}/   model.pt ... (trained on pseudo_labels/puzzle_cam/train)
   predictions/{variant}/{split}/{id}.png
-  eval/{name}.json      full evaluation results (names: puzzlecam.pipeline.branches)
+  eval/{name}.json      full evaluation results (names: puzzlecam.pipeline.plan, Score)
   report/index.html
 
 {method} is a CAM branch, puzzle_cam or plain_cam (puzzlecam.pipeline.branches); the
-plain_cam branch exists when train_cls.baseline_plain_cam is set.
+plain_cam branch exists when train_cls.baseline_plain_cam is set. {variant} is a
+segmentation model, weak or full (``branches.VARIANTS``). A training folder holds the
+training loop's files (``model_path``, ``log_path``).
 """
 
 from __future__ import annotations
@@ -42,8 +45,11 @@ from puzzlecam.dataclass_yaml import (
 )
 from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.io import atomic_write, claim_folder, read_json, read_text, write_json
+from puzzlecam.pipeline.branches import VARIANTS
+from puzzlecam.training.checkpoint import WEIGHTS_FILE
+from puzzlecam.training.metrics_log import LOG_FILE
 
-__all__ = ["RunDir", "claim_output_dir", "reclaim_output_dir"]
+__all__ = ["RunDir", "claim_output_dir", "reclaim_output_dir", "resolve_weights"]
 
 _MARKER = ".fingerprint"  # in a stage's output folder: the fingerprint its files were made with
 
@@ -191,8 +197,23 @@ class RunDir:
     def predictions_dir(self, variant: str, split: str) -> Path:
         return self.root / "predictions" / variant / split
 
+    @staticmethod
+    def model_path(folder: Path) -> Path:
+        """The final weights in a training folder (``classifier_dir``, ``affinity_dir``,
+        ``segmentation_dir``)."""
+        return folder / WEIGHTS_FILE
+
+    @staticmethod
+    def log_path(folder: Path) -> Path:
+        """The training log (metrics.jsonl) in a training folder."""
+        return folder / LOG_FILE
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
     def eval_path(self, name: str) -> Path:
-        return self.root / "eval" / f"{name}.json"
+        return self.eval_dir / f"{name}.json"
 
     @property
     def report_dir(self) -> Path:
@@ -233,3 +254,36 @@ def reclaim_output_dir(directory: Path, fingerprint: str, finished_before: bool)
         shutil.rmtree(directory)
     claim_output_dir(directory, fingerprint)
     return stale
+
+
+def resolve_weights(model: str | Path, variant: str = "weak") -> Path:
+    """The segmentation weights file that ``model`` names.
+
+    ``model`` is a run directory (-> ``segmentation/{variant}/model.pt`` in it), a folder
+    holding ``model.pt`` itself, or a weights file (returned as is). Raises RunDirError
+    naming every place looked at when there is none.
+    """
+    if variant not in VARIANTS:
+        raise ConfigError(f"variant {variant!r} is not one of {list(VARIANTS)}")
+    path = Path(model)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise RunDirError(
+            f"{path}: no such run directory or weights file; pass a run directory "
+            "(runs/NAME) or a segmentation model.pt"
+        )
+    run = RunDir(path)
+    candidates = [run.model_path(run.segmentation_dir(variant)), run.model_path(path)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    found = sorted(v for v in VARIANTS if run.model_path(run.segmentation_dir(v)).is_file())
+    hint = (
+        f"this run has the variant(s) {found}: pass --variant {found[0]}"
+        if found
+        else "train it first (`puzzlecam train-seg --config ... --run-dir ...`, or "
+        "`puzzlecam run`); `full` also needs train_seg.fully_supervised=true"
+    )
+    looked = ", ".join(str(c) for c in candidates)
+    raise RunDirError(f"{path}: no segmentation model found (looked for {looked}); {hint}")

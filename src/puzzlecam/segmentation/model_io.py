@@ -1,4 +1,5 @@
-"""Finding and loading a trained segmentation model: a run directory or a weights file.
+"""Loading a trained segmentation model from its weights file (a run directory's is found
+by ``pipeline.run_dir.resolve_weights``).
 
 A segmentation weights file (``training.loop.save_weights``) describes itself: its
 ``meta`` holds ``kind: segmenter``, the backbone settings, the head's normalisation and
@@ -8,52 +9,29 @@ the class list, so it can be rebuilt without the run's config or data set.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from puzzlecam.dataclass_yaml import from_dict
-from puzzlecam.errors import ConfigError, DataError, RunDirError
+from puzzlecam.dataclass_yaml import from_dict, to_dict
+from puzzlecam.errors import DataError, RunDirError
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.segmenter import Segmenter
 from puzzlecam.training.loop import load_weights
 
-__all__ = ["SEGMENTATION_VARIANTS", "resolve_weights", "load_segmenter"]
-
-SEGMENTATION_VARIANTS = ("weak", "full")
-"""weak: trained on the pseudo labels; full: trained on ground truth (the upper bound)."""
+__all__ = ["segmenter_meta", "load_segmenter"]
 
 
-def resolve_weights(model: str | Path, variant: str = "weak") -> Path:
-    """The segmentation weights file that ``model`` names.
-
-    ``model`` is a run directory (-> ``segmentation/{variant}/model.pt`` in it), a folder
-    holding ``model.pt`` itself, or a weights file (returned as is). Raises RunDirError
-    naming every place looked at when there is none.
-    """
-    if variant not in SEGMENTATION_VARIANTS:
-        raise ConfigError(f"variant {variant!r} is not one of {list(SEGMENTATION_VARIANTS)}")
-    path = Path(model)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise RunDirError(
-            f"{path}: no such run directory or weights file; pass a run directory "
-            "(runs/NAME) or a segmentation model.pt"
-        )
-    candidates = [path / "segmentation" / variant / "model.pt", path / "model.pt"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    found = sorted(p.parent.name for p in (path / "segmentation").glob("*/model.pt"))
-    hint = (
-        f"this run has the variant(s) {found}: pass --variant {found[0]}"
-        if found
-        else "train it first (`puzzlecam train-seg --config ... --run-dir ...`, or "
-        "`puzzlecam run`); `full` also needs train_seg.fully_supervised=true"
-    )
-    looked = ", ".join(str(c) for c in candidates)
-    raise RunDirError(f"{path}: no segmentation model found (looked for {looked}); {hint}")
+def segmenter_meta(backbone: BackboneConfig, head_norm: str, classes: Sequence[str]) -> dict:
+    """What a segmentation weights file needs to rebuild its model on its own (its
+    ``meta``; ``classes`` without background)."""
+    return {
+        "kind": "segmenter",
+        "backbone": to_dict(dataclasses.replace(backbone, pretrained="none")),
+        "head_norm": head_norm,
+        "classes": list(classes),
+    }
 
 
 def load_segmenter(

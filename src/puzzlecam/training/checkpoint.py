@@ -16,7 +16,10 @@ from torch import nn
 from puzzlecam.errors import DataError, RunDirError, TrainingError
 from puzzlecam.io import atomic_write, load_tensor_file
 
-__all__ = ["save_weights", "load_weights", "Checkpointer"]
+__all__ = ["WEIGHTS_FILE", "CHECKPOINT_FILE", "save_weights", "load_weights", "Checkpointer"]
+
+WEIGHTS_FILE = "model.pt"  # a training run's final weights, in its folder
+CHECKPOINT_FILE = "checkpoint.pt"  # its resume point
 
 
 def save_weights(path: Path, model: nn.Module, fingerprint: str, meta: dict | None = None) -> None:
@@ -58,8 +61,8 @@ class Checkpointer:
     def __init__(
         self, out_dir: Path, fingerprint: str, description: str, section: str, lr: float
     ) -> None:
-        self.path = Path(out_dir) / "checkpoint.pt"
-        self.weights_path = Path(out_dir) / "model.pt"
+        self.path = Path(out_dir) / CHECKPOINT_FILE
+        self.weights_path = Path(out_dir) / WEIGHTS_FILE
         self.fingerprint, self.description, self.section, self.lr = (
             fingerprint, description, section, lr,
         )  # fmt: skip

@@ -36,7 +36,7 @@ from puzzlecam.dataclass_yaml import NOT_FINGERPRINTED, require
 from puzzlecam.errors import ConfigError, TrainingError
 from puzzlecam.training.checkpoint import Checkpointer, load_weights, save_weights
 from puzzlecam.training.distributed import DistContext, maybe_no_sync
-from puzzlecam.training.metrics_log import MetricsLog
+from puzzlecam.training.metrics_log import LOG_FILE, MetricsLog
 from puzzlecam.training.optim import OptimConfig, build_optimizer, set_poly_lr
 
 __all__ = [
@@ -394,7 +394,7 @@ def fit(
     model.train()
 
     log = MetricsLog(
-        out_dir / "metrics.jsonl",
+        out_dir / LOG_FILE,
         description,
         loop.batch_size,
         enabled=context.is_main,

@@ -14,7 +14,9 @@ from typing import Any
 
 from puzzlecam.io import append_jsonl, atomic_write, read_jsonl
 
-__all__ = ["MetricsLog"]
+__all__ = ["LOG_FILE", "MetricsLog"]
+
+LOG_FILE = "metrics.jsonl"  # a training run's log, in its folder
 
 logger = logging.getLogger(__name__)
 
