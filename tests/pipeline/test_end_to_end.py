@@ -16,7 +16,7 @@ from puzzlecam.pipeline.branches import METHODS
 from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.run_dir import RunDir
-from puzzlecam.pipeline.stages import load_affinitynet
+from puzzlecam.pipeline.trained import load_affinitynet
 from puzzlecam.training.loop import load_weights
 from tests.helpers import TINY_OVERRIDES
 
@@ -46,7 +46,7 @@ def _plain_walk_error(run, image_id, affinitynet="plain_cam"):
     saved = load_scores(ctx.run.rw_dir("plain_cam", "train") / f"{image_id}.npz").scores
     rw = ctx.config.rw
     with torch.no_grad():
-        boundary = boundary_map(load_affinitynet(ctx, affinitynet), image)
+        boundary = boundary_map(load_affinitynet(ctx.run, ctx.config, affinitynet), image)
         cams = torch.from_numpy(cams.astype(np.float32))
         walked = refine_scores(
             cams, boundary, tuple(image.shape[-2:]), rw.beta, rw.exp_times, rw.radius

@@ -4,6 +4,7 @@ only to files beside it (relative paths, no network, no JavaScript)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,8 +17,11 @@ from puzzlecam.data.demo import DEMO_CLASSES
 from puzzlecam.data.samples import Sample
 from puzzlecam.errors import RunDirError
 from puzzlecam.pipeline.branches import metric_key
+from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.pipeline.report import METHOD_LABELS, pick_samples, write_report
+from puzzlecam.pipeline.report.text import duration
 from puzzlecam.pipeline.run_dir import RunDir
+from puzzlecam.pipeline.runner import format_summary, plan_stages
 from tests.helpers import TINY_OVERRIDES
 
 SAMPLE_HEADERS_VAL = (
@@ -289,3 +293,20 @@ def test_pick_samples_is_deterministic_and_spread() -> None:
     assert len({s.image_id for s in picked}) == 4
     assert pick_samples(samples, 100) == [s for s in samples if s.mask_path]
     assert pick_samples(samples, 0) == [] and pick_samples([], 3) == []
+
+
+def test_the_report_and_the_printed_summary_show_the_same_stage_times(tmp_path: Path) -> None:
+    config = load_run_config("demo", ("until=pseudo-labels",))
+    run = RunDir(tmp_path / "run")
+    run.bind(config)
+    for index, stage in enumerate(plan_stages(config)):
+        run.mark_done(stage.name, "x", 0.5 + index)
+    summary = format_summary({}, run.manifest()).splitlines()
+    printed = summary[summary.index(f"{'stage':<32}{'seconds':>10}") + 1 : -1]
+    text = write_report(run).read_text(encoding="utf-8")
+    rows = re.findall(r'<tr data-stage="([^"]+)"><td>[^<]*</td><td class="num">\d+</td>'
+                      r'<td class="num">([^<]+)</td>', text)  # fmt: skip
+    assert [line.split()[0] for line in printed] == [group for group, _ in rows]
+    assert "cams/plain_cam" in {group for group, _ in rows} and rows[-1][0] == "eval"
+    for line, (_, shown) in zip(printed, rows, strict=True):
+        assert duration(float(line.split()[1])) == shown

@@ -1,4 +1,5 @@
-"""The plan of a run: which stages exist for a config, what each reads, and the summary."""
+"""The plan of a run: which stages exist for a config (and why the others do not), what
+each reads and writes, and the summary."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from puzzlecam.pipeline.branches import BRANCH_SCORES, metric_key
 from puzzlecam.pipeline.config import load_run_config
+from puzzlecam.pipeline.plan import every_stage, make_plan, stage_times
 from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.pipeline.runner import format_summary, plan_stages, stage_fingerprints
 
@@ -115,3 +117,59 @@ def test_stages_of_an_older_layout_are_forgotten(tmp_path) -> None:
     assert run.forget_stages(["data", "rw/puzzle_cam/train"]) == ["rw/train"]
     assert list(run.manifest()) == ["data"]
     assert run.forget_stages(["data"]) == []
+
+
+def test_the_plan_names_each_evaluation_once() -> None:
+    plan = make_plan(load_run_config("demo", ("train_seg.fully_supervised=true",)))
+    names = {(c.key, c.split): c.eval_name for s in plan.stages for c in s.scores}
+    assert names[("puzzle_cam", "train")] == "cams_puzzle_cam_train"  # the names runs have
+    assert names[("plain_cam", "val")] == "cams_plain_cam_val"
+    assert names[("rw", "val")] == "rw_val"
+    assert (
+        names[("plain_cam_pseudo_labels_nocrf", "train")] == "plain_cam_pseudo_labels_nocrf_train"
+    )
+    assert names[("deeplab_full", "val")] == "deeplab_full_val"
+    assert len(names) == len(set(names.values())) == 8 * 2 + 2
+    stage = plan.scoring("plain_cam_rw")
+    assert stage is not None and (stage.name, stage.method) == (
+        "eval/rw/plain_cam/train",
+        "plain_cam",
+    )
+
+
+def test_the_plan_says_why_it_leaves_stages_out() -> None:
+    plan = make_plan(load_run_config("demo", ("until=cams", "train_cls.baseline_plain_cam=false")))
+    assert plan.left_out["train_cls/plain_cam"].startswith("no plain-CAM baseline")
+    assert plan.left_out["rw/puzzle_cam/val"] == "it stops after the CAMs: until: cams"
+    assert "train_cls/puzzle_cam" not in plan.left_out
+    full = make_plan(load_run_config("demo", ("train_seg.fully_supervised=false",)))
+    assert full.left_out == {
+        "train_seg/full": "no fully supervised model: train_seg.fully_supervised is false",
+        "eval/predict/full": "no fully supervised model: train_seg.fully_supervised is false",
+    }
+    assert len(full.every) == len(plan.every)  # every stage a run may have, whatever the config
+
+
+def test_stage_times_group_the_plans_stages() -> None:
+    manifest = {
+        "data": {"seconds": 1.0},
+        "train_cls/puzzle_cam": {"seconds": 2.0},
+        "cams/puzzle_cam/train": {"seconds": 3.0},
+        "eval/cams/puzzle_cam/train": {"seconds": 0.5},
+        "cams/puzzle_cam/val": {"seconds": 4.0},
+        "eval/cams/puzzle_cam/val": {"seconds": 0.5},
+        "eval/predict/weak": {"seconds": 6.0},
+        "an/older/stage": {"seconds": 7.0},
+    }
+    times = stage_times(every_stage(), manifest)
+    assert [(t.group, t.parts, t.seconds) for t in times] == [
+        ("data", 1, 1.0),
+        ("train_cls/puzzle_cam", 1, 2.0),
+        ("cams/puzzle_cam", 2, 7.0),
+        ("predict/weak", 1, 6.0),
+        ("an/older/stage", 1, 7.0),
+        ("eval", 2, 1.0),  # the evaluations of CAMs and labels last
+    ]
+    assert times[2].label == "CAMs: Puzzle-CAM"
+    summary = format_summary({}, manifest).splitlines()
+    assert summary[-len(times) - 1 : -1] == [f"{t.group:<32}{t.seconds:>10.1f}" for t in times]

@@ -1,15 +1,13 @@
-"""The pipeline as a list of stages: each skipped when done for the same inputs, resumed
-when interrupted (stages write atomically and skip finished files), timed."""
+"""The pipeline as a list of stages (``pipeline.plan``): each skipped when done for the
+same inputs, resumed when interrupted (stages write atomically and skip finished files),
+timed."""
 
 from __future__ import annotations
 
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from functools import partial
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,20 +15,11 @@ import torch
 from puzzlecam.dataclass_yaml import config_hash
 from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.pipeline import stages as S
-from puzzlecam.pipeline.branches import (
-    BRANCH_SCORES,
-    METHOD_NAMES,
-    METHODS,
-    SEGMENTATION_METHOD,
-    TABLE2_COLUMNS,
-    branch_table,
-    classifier_settings,
-    segmenter_settings,
-)
-from puzzlecam.pipeline.config import RunConfig
+from puzzlecam.pipeline.branches import BRANCH_SCORES, METHOD_NAMES, TABLE2_COLUMNS, branch_table
 from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.data_check import DataState, prepare_data
-from puzzlecam.pipeline.run_dir import RunDir, reclaim_output_dir
+from puzzlecam.pipeline.plan import Stage, Step, every_stage, plan_stages, stage_times
+from puzzlecam.pipeline.run_dir import reclaim_output_dir
 from puzzlecam.training.distributed import barrier
 
 __all__ = [
@@ -43,97 +32,21 @@ __all__ = [
 ]
 
 
-def _no_outputs(run: RunDir) -> tuple[Path, ...]:
-    return ()
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str  # key in the manifest, e.g. "cams/puzzle_cam/val"
-    command: str  # the CLI command that runs it, e.g. "cams"
-    action: Callable[[RunContext, str], Any]
-    config: Any  # the settings that shape its output
-    inputs: tuple[str, ...] = ()
-    reads: tuple[str, ...] = ()  # the splits ("train", "val") whose data it reads itself
-    # its output folders: removed before it runs when they hold outputs of other inputs
-    outputs: Callable[[RunDir], tuple[Path, ...]] = _no_outputs
-
-
-def plan_stages(config: RunConfig) -> list[Stage]:
-    """Every stage the config asks for, in order (the data stage first)."""
-    plan: list[Stage] = []
-
-    def add(
-        name: str,
-        command: str,
-        action: Callable,
-        settings: Any,
-        inputs: tuple[str, ...] = (),
-        reads: tuple[str, ...] = (),
-        outputs: Callable[[RunDir], tuple[Path, ...]] = _no_outputs,
-    ) -> None:
-        plan.append(Stage(name, command, action, settings, inputs, reads, outputs))
-
-    add("data", "data", S.stage_data, config.data)
-    methods = [m for m in METHODS if m == "puzzle_cam" or config.train_cls.baseline_plain_cam]
-    for method in methods:
-        add(f"train_cls/{method}", "train-cls", partial(S.stage_train_cls, method=method),
-            {"train_cls": classifier_settings(config.train_cls, method), "method": method},
-            ("data",), ("train",),
-            lambda run, m=method: (run.classifier_dir(m),))  # fmt: skip
-    for method in methods:
-        for role in ("train", "val"):
-            cams = f"cams/{method}/{role}"
-            add(cams, "cams", partial(S.stage_cams, method=method, role=role),
-                {"cams": config.cams, "role": role}, (f"train_cls/{method}",), (role,),
-                lambda run, m=method, r=role: (run.cams_dir(m, r), run.cam_overlays_dir(m, r)))  # fmt: skip
-            add(
-                f"eval/{cams}",
-                "eval",
-                partial(S.stage_eval_cams, method=method, role=role),
-                config.eval,
-                (cams,),
-                (role,),
-            )
-    if config.until == "cams":
-        return plan
-
-    # the random-walk refinement of each branch, same settings (the paper's Table 2)
-    for method in methods:
-        labels, aff = f"affinity_labels/{method}", f"train_aff/{method}"
-        add(labels, "affinity-labels", partial(S.stage_affinity_labels, method=method),
-            {"affinity_labels": config.affinity_labels, "method": method},
-            (f"cams/{method}/train",), ("train",),
-            lambda run, m=method: (run.affinity_labels_dir(m, "train"),))  # fmt: skip
-        add(aff, "train-aff", partial(S.stage_train_aff, method=method),
-            {"train_aff": config.train_aff, "method": method}, (labels,), ("train",),
-            lambda run, m=method: (run.affinity_dir(m),))  # fmt: skip
-        for role in ("train", "val"):
-            rw, pseudo = f"rw/{method}/{role}", f"pseudo_labels/{method}/{role}"
-            add(rw, "rw", partial(S.stage_rw, method=method, role=role),
-                {"rw": config.rw, "method": method, "role": role},
-                (aff, f"cams/{method}/{role}"), (role,),
-                lambda run, m=method, r=role: (run.rw_dir(m, r),))  # fmt: skip
-            add(f"eval/{rw}", "eval", partial(S.stage_eval_rw, method=method, role=role),
-                config.eval, (rw,), (role,))  # fmt: skip
-            add(pseudo, "pseudo-labels", partial(S.stage_pseudo_labels, method=method, role=role),
-                {"pseudo_labels": config.pseudo_labels, "method": method, "role": role},
-                (rw,), (role,), lambda run, m=method, r=role: (run.pseudo_labels_dir(m, r),))  # fmt: skip
-            add(f"eval/{pseudo}", "eval",
-                partial(S.stage_eval_pseudo_labels, method=method, role=role),
-                config.eval, (pseudo,), (role,))  # fmt: skip
-    if config.until == "pseudo-labels":
-        return plan
-
-    for variant in ["weak"] + (["full"] if config.train_seg.fully_supervised else []):
-        add(f"train_seg/{variant}", "train-seg", partial(S.stage_train_seg, variant=variant),
-            {"train_seg": segmenter_settings(config.train_seg, variant), "variant": variant},
-            (f"pseudo_labels/{SEGMENTATION_METHOD}/train",) if variant == "weak" else ("data",),
-            ("train",), lambda run, v=variant: (run.segmentation_dir(v),))  # fmt: skip
-        add(f"eval/predict/{variant}", "eval", partial(S.stage_predict_eval, variant=variant),
-            {"predict": config.predict, "eval": config.eval}, (f"train_seg/{variant}",),
-            ("val",), lambda run, v=variant: (run.predictions_dir(v, "val"),))  # fmt: skip
-    return plan
+# the function of stages.py that runs each step of the plan
+_ACTIONS: dict[Step, Callable[[RunContext, Stage, str], None]] = {
+    "data": S.stage_data,
+    "train-cls": S.stage_train_cls,
+    "cams": S.stage_cams,
+    "eval-cams": S.stage_eval_cams,
+    "affinity-labels": S.stage_affinity_labels,
+    "train-aff": S.stage_train_aff,
+    "rw": S.stage_rw,
+    "eval-rw": S.stage_eval_rw,
+    "pseudo-labels": S.stage_pseudo_labels,
+    "eval-pseudo-labels": S.stage_eval_pseudo_labels,
+    "train-seg": S.stage_train_seg,
+    "predict-eval": S.stage_predict_eval,
+}
 
 
 def stage_fingerprints(
@@ -299,7 +212,7 @@ def _run_stage(
             ctx.log(f"[clear] {stage.name}: outputs made from other inputs removed ({shown})")
     barrier(ctx.dist)
     started = time.perf_counter()
-    stage.action(ctx, fingerprint)
+    _ACTIONS[stage.step](ctx, stage, fingerprint)
     barrier(ctx.dist)
     if ctx.dist.is_main:
         ctx.run.mark_done(stage.name, fingerprint, time.perf_counter() - started)
@@ -332,7 +245,8 @@ def _table2_lines(metrics: dict[str, Any]) -> list[str]:
 
 def format_summary(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
     """One table: mIoU per method and split; the paper's Table 2 when the run has the
-    plain-CAM branch too; then seconds per stage group."""
+    plain-CAM branch too; then seconds per stage group (``plan.stage_times``, the groups
+    the report shows)."""
     lines = [f"{'method':<32}{'split':<8}{'mIoU':>8}{'threshold':>11}"]
     order = [s.key for s in BRANCH_SCORES]
     keys = sorted(metrics, key=lambda k: order.index(k) if k in order else len(order))
@@ -347,26 +261,10 @@ def format_summary(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
             shown = f"{threshold:.2f}" if isinstance(threshold, (int, float)) else "-"
             lines.append(f"{method:<32}{split:<8}{values['miou']:>8.1f}{shown:>11}")
     lines += _table2_lines(metrics)
-    groups: dict[str, float] = {}
-    for name, entry in manifest.items():
-        parts = name.split("/")
-        group = "/".join(parts[:2]) if parts[0] in _PER_METHOD_GROUPS else parts[0]
-        groups[group] = groups.get(group, 0.0) + float(entry.get("seconds", 0.0))
+    times = stage_times(every_stage(), manifest)
     lines.append("")
     lines.append(f"{'stage':<32}{'seconds':>10}")
-    for group, seconds in groups.items():
-        lines.append(f"{group:<32}{seconds:>10.1f}")
-    lines.append(f"{'total':<32}{sum(groups.values()):>10.1f}")
+    for time_ in times:
+        lines.append(f"{time_.group:<32}{time_.seconds:>10.1f}")
+    lines.append(f"{'total':<32}{sum(t.seconds for t in times):>10.1f}")
     return "\n".join(lines)
-
-
-# stage names "{group}/{method or variant}/...": their times are summed per method
-_PER_METHOD_GROUPS = (
-    "train_cls",
-    "cams",
-    "affinity_labels",
-    "train_aff",
-    "rw",
-    "pseudo_labels",
-    "train_seg",
-)

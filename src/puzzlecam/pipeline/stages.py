@@ -1,11 +1,11 @@
 """Stage functions: each reads its inputs from the run directory and writes its outputs there.
 
-The CLI and ``run`` call these; they take a RunContext and the stage's fingerprint.
+The runner calls these with a RunContext, the stage's record (``pipeline.plan.Stage``:
+its branch, split, segmentation model, settings and scores) and its fingerprint.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -25,7 +25,6 @@ from puzzlecam.data.demo import build_demo_dataset
 from puzzlecam.data.ids import id_path
 from puzzlecam.data.loader import CheckedLoader
 from puzzlecam.data.samples import Sample, tags_to_vector
-from puzzlecam.dataclass_yaml import to_dict
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import load_image, save_label_png
 from puzzlecam.metrics.classification import multilabel_scores
@@ -35,38 +34,35 @@ from puzzlecam.models.backbone import BackboneConfig, backbone_normalization
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.models.segmenter import Segmenter
 from puzzlecam.parallel import default_workers, map_images
-from puzzlecam.pipeline.branches import (
-    METHODS,
-    SEGMENTATION_METHOD,
-    classifier_settings,
-    metric_key,
-    segmenter_settings,
-)
+from puzzlecam.pipeline.branches import SEGMENTATION_METHOD
 from puzzlecam.pipeline.context import RunContext
+from puzzlecam.pipeline.plan import Score, Stage
 from puzzlecam.pipeline.run_dir import claim_output_dir
+from puzzlecam.pipeline.trained import load_affinitynet, load_classifier
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
-from puzzlecam.segmentation.model_io import load_segmenter
+from puzzlecam.segmentation.model_io import load_segmenter, segmenter_meta
 from puzzlecam.segmentation.predict import segment_arrays
 from puzzlecam.segmentation.trainer import SegmentationTrainer
 from puzzlecam.training.distributed import barrier, shard
-from puzzlecam.training.loop import fit, load_weights
+from puzzlecam.training.loop import fit
 from puzzlecam.training.optim import parameter_groups
 
 __all__ = [
-    "METHODS",
     "pad_value",
     "stage_data",
     "stage_train_cls",
     "stage_cams",
     "evaluate_scores",
-    "load_classifier",
+    "classification_quality",
+    "stage_eval_cams",
     "stage_affinity_labels",
     "stage_train_aff",
-    "load_affinitynet",
     "stage_rw",
     "stage_eval_rw",
     "stage_pseudo_labels",
     "stage_eval_pseudo_labels",
+    "stage_train_seg",
+    "stage_predict_eval",
 ]
 
 
@@ -76,7 +72,7 @@ def pad_value(backbone: BackboneConfig) -> tuple[int, int, int]:
     return tuple(round(255 * m) for m in mean)  # type: ignore[return-value]
 
 
-def stage_data(ctx: RunContext, fingerprint: str) -> None:
+def stage_data(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
     """Build the demo benchmark when asked for, then read and report both splits.
 
     The data check and the data signature follow on every run, this stage done or not
@@ -87,8 +83,7 @@ def stage_data(ctx: RunContext, fingerprint: str) -> None:
         summary = build_demo_dataset(data.root, data.demo, progress=ctx.progress)
         verb = "found" if summary.reused else "built"
         ctx.log(f"demo data {verb} in {data.root} ({summary.source})")
-    if ctx.dist.enabled:
-        torch.distributed.barrier()
+    barrier(ctx.dist)
     for role in ("train", "val"):
         split = ctx.split(role)
         masks = sum(1 for s in split.samples if s.mask_path)
@@ -97,18 +92,8 @@ def stage_data(ctx: RunContext, fingerprint: str) -> None:
         )
 
 
-def load_classifier(
-    ctx: RunContext, method: str, device: torch.device | str = "cpu"
-) -> CamClassifier:
-    config = ctx.config.train_cls
-    backbone = dataclasses.replace(config.backbone, pretrained="none")  # weights come from the run
-    model = CamClassifier(backbone, ctx.split("train").num_classes)
-    model.load_state_dict(load_weights(ctx.run.classifier_dir(method) / "model.pt")["state_dict"])
-    return model.to(device).eval()
-
-
-def stage_train_cls(ctx: RunContext, fingerprint: str, method: str) -> None:
-    config = classifier_settings(ctx.config.train_cls, method)  # the fingerprint's settings
+def stage_train_cls(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
+    config, method = stage.config["train_cls"], stage.method  # the fingerprint's settings
     train = ctx.split("train")
     torch.manual_seed(config.loop.seed)  # the new layers' initial weights
     model = CamClassifier(config.backbone, train.num_classes)
@@ -123,7 +108,7 @@ def stage_train_cls(ctx: RunContext, fingerprint: str, method: str) -> None:
         groups,
         config.optim,
         config.loop,
-        ctx.run.classifier_dir(method),
+        stage.folder(ctx.run),
         fingerprint,
         ctx.dist,
         description=f"train-cls {method}",
@@ -134,13 +119,13 @@ def stage_train_cls(ctx: RunContext, fingerprint: str, method: str) -> None:
     )
 
 
-def stage_cams(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
-    config = ctx.config.cams
+def stage_cams(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
+    config, method, role = ctx.config.cams, stage.method, stage.role
     split = ctx.split(role)
-    out_dir = ctx.run.cams_dir(method, role)
+    out_dir, overlays_dir = stage.outputs(ctx.run)
     if ctx.dist.is_main:
         claim_output_dir(out_dir, fingerprint)
-    model = load_classifier(ctx, method, ctx.dist.device)
+    model = load_classifier(ctx.run, ctx.config, method, split.num_classes, ctx.dist.device)
     overlay_ids = [s.image_id for s in split.samples[: config.overlays]]
     written = write_cams(
         model,
@@ -152,7 +137,7 @@ def stage_cams(ctx: RunContext, fingerprint: str, method: str, role: str) -> Non
         ctx.dist.device,
         config.num_workers,
         overlay_ids,
-        ctx.run.cam_overlays_dir(method, role),
+        overlays_dir,
         amp=ctx.dist.device.type == "cuda",
         progress=ctx.progress,
     )
@@ -160,23 +145,20 @@ def stage_cams(ctx: RunContext, fingerprint: str, method: str, role: str) -> Non
 
 
 def evaluate_scores(
-    ctx: RunContext,
-    pred_dir: Path,
-    role: str,
-    method: str,
-    name: str,
-    thresholds: tuple[float, ...] | None = None,
+    ctx: RunContext, pred_dir: Path, score: Score, thresholds: tuple[float, ...] | None = None
 ) -> dict | None:
-    """Score a folder of predictions on a split's masks; record them in metrics.json.
+    """Score a folder of predictions on a split's masks; record them in metrics.json under
+    ``score.key`` and in full in ``eval/{score.eval_name}.json``.
 
     A split without masks (a user's own tagged photos) is not evaluated: said once, skipped
     (and a score from when it had masks is dropped).
     """
+    key, role, path = score.key, score.split, ctx.run.eval_path(score.eval_name)
     split = ctx.split(role).with_masks()
     if not split.samples:
-        ctx.log(f"{method} {role}: no ground-truth masks in this split, nothing to evaluate")
-        ctx.run.drop_metrics(method, role)
-        ctx.run.eval_path(name).unlink(missing_ok=True)
+        ctx.log(f"{key} {role}: no ground-truth masks in this split, nothing to evaluate")
+        ctx.run.drop_metrics(key, role)
+        path.unlink(missing_ok=True)
         return None
     result = evaluate_directory(
         pred_dir,
@@ -186,10 +168,10 @@ def evaluate_scores(
         thresholds or ctx.config.eval.thresholds,
         progress=ctx.progress,
     )
-    write_result(ctx.run.eval_path(name), result)
+    write_result(path, result)
     summary = result.to_dict()
     values = {k: summary[k] for k in ("miou", "threshold", "fp", "fn", "num_images")}
-    ctx.run.add_metrics(method, role, values)
+    ctx.run.add_metrics(key, role, values)
     ctx.log(format_table(result, split.classes))
     return summary
 
@@ -204,15 +186,15 @@ def classification_quality(ctx: RunContext, cams_dir: Path, role: str) -> dict[s
     return multilabel_scores(probs, targets)
 
 
-def stage_eval_cams(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
+def stage_eval_cams(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
     if not ctx.dist.is_main:
         return
+    method, role, (score,) = stage.method, stage.role, stage.scores
     cams_dir = ctx.run.cams_dir(method, role)
-    key = metric_key(method, "cams")
-    evaluate_scores(ctx, cams_dir, role, key, f"cams_{key}_{role}")
+    evaluate_scores(ctx, cams_dir, score)
     quality = classification_quality(ctx, cams_dir, role)
-    metrics = ctx.run.metrics().get(key, {}).get(role, {})
-    ctx.run.add_metrics(key, role, {**metrics, **quality})
+    metrics = ctx.run.metrics().get(score.key, {}).get(role, {})
+    ctx.run.add_metrics(score.key, role, {**metrics, **quality})
     ctx.log(f"{method} {role} classification: mAP {quality['map']:.1f}, F1 {quality['f1']:.1f}")
 
 
@@ -271,15 +253,15 @@ def _affinity_label_job(
     )
 
 
-def stage_affinity_labels(ctx: RunContext, fingerprint: str, method: str) -> None:
-    """Confident fg / bg / ignore labels of the train images from ``method``'s CAMs."""
-    config = ctx.config.affinity_labels
-    out_dir = ctx.run.affinity_labels_dir(method, "train")
-    todo = _claim_todo(ctx, fingerprint, out_dir, ctx.split("train").samples, ".png")
+def stage_affinity_labels(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
+    """Confident fg / bg / ignore labels of the train images from a branch's CAMs."""
+    config, method, role = ctx.config.affinity_labels, stage.method, stage.role
+    out_dir = stage.folder(ctx.run)
+    todo = _claim_todo(ctx, fingerprint, out_dir, ctx.split(role).samples, ".png")
     crf = crf_iterations(config.crf_iterations if config.crf else 0, "affinity-labels", ctx.log)
     job = partial(
         _affinity_label_job,
-        cams_dir=ctx.run.cams_dir(method, "train"),
+        cams_dir=ctx.run.cams_dir(method, role),
         out_dir=out_dir,
         fg=config.fg_threshold,
         bg=config.bg_threshold,
@@ -289,9 +271,9 @@ def stage_affinity_labels(ctx: RunContext, fingerprint: str, method: str) -> Non
     ctx.log(f"affinity labels {method}: {len(todo)} written to {out_dir}")
 
 
-def stage_train_aff(ctx: RunContext, fingerprint: str, method: str) -> None:
-    """AffinityNet on ``method``'s affinity labels (same seed and settings for every branch)."""
-    config = ctx.config.train_aff
+def stage_train_aff(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
+    """AffinityNet on a branch's affinity labels (same seed and settings for every branch)."""
+    config, method = ctx.config.train_aff, stage.method
     train = ctx.split("train")
     torch.manual_seed(config.loop.seed)
     model = AffinityNet(config.backbone)
@@ -311,7 +293,7 @@ def stage_train_aff(ctx: RunContext, fingerprint: str, method: str) -> None:
         groups,
         config.optim,
         config.loop,
-        ctx.run.affinity_dir(method),
+        stage.folder(ctx.run),
         fingerprint,
         ctx.dist,
         description=f"train-aff {method}",
@@ -321,24 +303,14 @@ def stage_train_aff(ctx: RunContext, fingerprint: str, method: str) -> None:
     )
 
 
-def load_affinitynet(
-    ctx: RunContext, method: str, device: torch.device | str = "cpu"
-) -> AffinityNet:
-    """The AffinityNet trained on ``method``'s affinity labels."""
-    backbone = dataclasses.replace(ctx.config.train_aff.backbone, pretrained="none")
-    model = AffinityNet(backbone)
-    model.load_state_dict(load_weights(ctx.run.affinity_dir(method) / "model.pt")["state_dict"])
-    return model.to(device).eval()
-
-
-def stage_rw(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
-    """``method``'s CAMs of a split refined by the random walk over its own AffinityNet."""
-    config = ctx.config.rw
-    out_dir = ctx.run.rw_dir(method, role)
+def stage_rw(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
+    """A branch's CAMs of a split refined by the random walk over its own AffinityNet."""
+    config, method, role = ctx.config.rw, stage.method, stage.role
+    out_dir = stage.folder(ctx.run)
     todo = _claim_todo(ctx, fingerprint, out_dir, ctx.split(role).samples, ".npz")
     cams_dir = ctx.run.cams_dir(method, role)
     device = ctx.dist.device
-    model = load_affinitynet(ctx, method, device)
+    model = load_affinitynet(ctx.run, ctx.config, method, device)
     for sample, image in _each_image(todo, f"rw {method}/{role}", ctx.progress):
         cams_path = id_path(cams_dir, sample.image_id, ".npz")
         maps = load_scores(cams_path)
@@ -367,10 +339,10 @@ def _pseudo_label_job(
     save_label_png(id_path(out_dir, sample.image_id, ".png"), labels)
 
 
-def stage_pseudo_labels(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
-    """Pseudo labels of a split from ``method``'s random-walk scores (dense CRF when on)."""
-    config = ctx.config.pseudo_labels
-    out_dir = ctx.run.pseudo_labels_dir(method, role)
+def stage_pseudo_labels(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
+    """Pseudo labels of a split from a branch's random-walk scores (dense CRF when on)."""
+    config, method, role = ctx.config.pseudo_labels, stage.method, stage.role
+    out_dir = stage.folder(ctx.run)
     todo = _claim_todo(ctx, fingerprint, out_dir, ctx.split(role).samples, ".png")
     crf = crf_iterations(config.crf_iterations if config.crf else 0, "pseudo-labels", ctx.log)
     job = partial(
@@ -384,42 +356,28 @@ def stage_pseudo_labels(ctx: RunContext, fingerprint: str, method: str, role: st
     ctx.log(f"pseudo labels {method}/{role}: {len(todo)} written to {out_dir}")
 
 
-def stage_eval_rw(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
+def stage_eval_rw(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
     if ctx.dist.is_main:
-        key = metric_key(method, "rw")
-        evaluate_scores(ctx, ctx.run.rw_dir(method, role), role, key, f"{key}_{role}")
+        (score,) = stage.scores
+        evaluate_scores(ctx, ctx.run.rw_dir(stage.method, stage.role), score)
 
 
-def stage_eval_pseudo_labels(ctx: RunContext, fingerprint: str, method: str, role: str) -> None:
-    """The pseudo labels as written, and (without CRF) the random-walk scores at the
-    pseudo-label threshold."""
+def stage_eval_pseudo_labels(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
+    """(Without CRF) the random-walk scores at the pseudo-label threshold, and the pseudo
+    labels as written."""
     if not ctx.dist.is_main:
         return
+    method, role, (nocrf, labels) = stage.method, stage.role, stage.scores
     threshold = ctx.config.pseudo_labels.threshold
-    nocrf = metric_key(method, "pseudo_labels_nocrf")
-    evaluate_scores(ctx, ctx.run.rw_dir(method, role), role, nocrf, f"{nocrf}_{role}", (threshold,))
-    key = metric_key(method, "pseudo_labels")
-    evaluate_scores(ctx, ctx.run.pseudo_labels_dir(method, role), role, key, f"{key}_{role}")
+    evaluate_scores(ctx, ctx.run.rw_dir(method, role), nocrf, (threshold,))
+    evaluate_scores(ctx, ctx.run.pseudo_labels_dir(method, role), labels)
 
 
 # --- segmentation (stages 7-8) ----------------------------------------------------------
 
-SEG_VARIANTS = {"weak": "deeplab_weak", "full": "deeplab_full"}
 
-
-def segmenter_meta(ctx: RunContext) -> dict:
-    """What a segmentation weights file needs to rebuild its model on its own."""
-    config = ctx.config.train_seg
-    return {
-        "kind": "segmenter",
-        "backbone": to_dict(dataclasses.replace(config.backbone, pretrained="none")),
-        "head_norm": config.head_norm,
-        "classes": list(ctx.split("train").classes),
-    }
-
-
-def stage_train_seg(ctx: RunContext, fingerprint: str, variant: str) -> None:
-    config = segmenter_settings(ctx.config.train_seg, variant)  # the fingerprint's settings
+def stage_train_seg(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
+    config, variant = stage.config["train_seg"], stage.variant  # the fingerprint's settings
     train = ctx.split("train")
     label_dir = (
         ctx.run.pseudo_labels_dir(SEGMENTATION_METHOD, "train") if variant == "weak" else None
@@ -443,23 +401,24 @@ def stage_train_seg(ctx: RunContext, fingerprint: str, variant: str) -> None:
         groups,
         config.optim,
         config.loop,
-        ctx.run.segmentation_dir(variant),
+        stage.folder(ctx.run),
         fingerprint,
         ctx.dist,
         description=f"train-seg {variant}",
         section="train_seg",
-        meta=segmenter_meta(ctx),
+        meta=segmenter_meta(config.backbone, config.head_norm, ctx.split("train").classes),
         progress=ctx.progress,
         sync_batchnorm=config.backbone.norm == "train",
     )
 
 
-def stage_predict_eval(ctx: RunContext, fingerprint: str, variant: str) -> None:
+def stage_predict_eval(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
     """The segmentation model on the val split, scored against its masks."""
-    config = ctx.config.predict
-    out_dir = ctx.run.predictions_dir(variant, "val")
-    todo = _claim_todo(ctx, fingerprint, out_dir, ctx.split("val").samples, ".png")
-    model, _ = load_segmenter(ctx.run.segmentation_dir(variant) / "model.pt", ctx.dist.device)
+    config, variant, role = ctx.config.predict, stage.variant, stage.role
+    out_dir = stage.folder(ctx.run)
+    todo = _claim_todo(ctx, fingerprint, out_dir, ctx.split(role).samples, ".png")
+    weights = ctx.run.model_path(ctx.run.segmentation_dir(variant))
+    model, _ = load_segmenter(weights, ctx.dist.device)
     crf = crf_iterations(config.crf_iterations if config.crf else 0, "predict", ctx.log)
     for sample, image in _each_image(todo, f"predict {variant}", ctx.progress):
         pixels = image.permute(1, 2, 0).numpy()
@@ -467,4 +426,5 @@ def stage_predict_eval(ctx: RunContext, fingerprint: str, variant: str) -> None:
         save_label_png(id_path(out_dir, sample.image_id, ".png"), labels)
     barrier(ctx.dist)
     if ctx.dist.is_main:
-        evaluate_scores(ctx, out_dir, "val", SEG_VARIANTS[variant], f"{SEG_VARIANTS[variant]}_val")
+        (score,) = stage.scores
+        evaluate_scores(ctx, out_dir, score)

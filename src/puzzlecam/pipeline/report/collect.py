@@ -2,12 +2,13 @@
 
 Everything is read leniently: a missing or unreadable file leaves its piece empty and a
 note saying so, because a report of a half-finished or damaged run is still useful.
-Names and paths come from :mod:`puzzlecam.pipeline.branches` and :class:`RunDir`.
+Which stages the run has, their scores, eval files, models and time groups come from the
+plan (:mod:`puzzlecam.pipeline.plan`), names from :mod:`puzzlecam.pipeline.branches`,
+paths from :class:`RunDir`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from puzzlecam.constants import BACKGROUND
 from puzzlecam.data import SplitData, load_split
 from puzzlecam.errors import PuzzlecamError
 from puzzlecam.io import read_json
-from puzzlecam.pipeline.branches import BRANCH_SCORES, METHOD_NAMES, branch_of
+from puzzlecam.pipeline.branches import BRANCH_SCORES, SEGMENTER_SCORES
 from puzzlecam.pipeline.config import RunConfig, load_run_config
+from puzzlecam.pipeline.plan import Plan, every_stage, make_plan
 from puzzlecam.pipeline.report.text import describe
 from puzzlecam.pipeline.run_dir import RunDir
 
@@ -28,13 +30,10 @@ __all__ = [
     "ROLES",
     "Method",
     "TrainedModel",
-    "StageTime",
     "RunSummary",
     "method_order",
     "trained_models",
-    "eval_name",
     "load_run",
-    "stage_times",
     "ClassScores",
     "threshold_curves",
     "per_class",
@@ -66,15 +65,12 @@ _COLOURS = {
     "deeplab_weak": "#d62728",
     "deeplab_full": "#9467bd",
 }
-# the CAM branches' scores (names and order from puzzlecam.pipeline.branches), then
-# the segmentation models
+# the CAM branches' scores, then the segmentation models' (names and order from
+# puzzlecam.pipeline.branches)
 METHODS: tuple[Method, ...] = tuple(
     Method(s.key, s.label, PHASES[0 if s.output == "cams" else 1], _COLOURS[s.key])
     for s in BRANCH_SCORES
-) + (
-    Method("deeplab_weak", "DeepLabV3+ on pseudo labels", PHASES[2], _COLOURS["deeplab_weak"]),
-    Method("deeplab_full", "DeepLabV3+ on ground truth", PHASES[2], _COLOURS["deeplab_full"]),
-)
+) + tuple(Method(s.key, s.label, PHASES[2], _COLOURS[s.key]) for s in SEGMENTER_SCORES)
 METHOD_LABELS: dict[str, str] = {m.key: m.label for m in METHODS}
 """Human names of the methods of metrics.json, in pipeline order."""
 _ORDER = [m.key for m in METHODS]
@@ -85,92 +81,19 @@ def method_order(key: str) -> tuple[int, str]:
     return (_ORDER.index(key) if key in _ORDER else len(_ORDER), key)
 
 
-def eval_name(key: str, split: str) -> str:
-    """The eval/*.json name the pipeline gives ``key``'s evaluation on ``split`` (the CAMs'
-    carry a ``cams_`` prefix; see puzzlecam.pipeline.branches)."""
-    score = branch_of(key)
-    return f"cams_{key}_{split}" if score and score.output == "cams" else f"{key}_{split}"
-
-
 @dataclass(frozen=True)
 class TrainedModel:
     folder: Path
     title: str
-    method: str  # the metrics key whose absence explains a missing model
+    stage: str  # the stage that trains it, whose absence explains a missing model
 
 
-def trained_models(run: RunDir) -> list[TrainedModel]:
+def trained_models(summary: RunSummary) -> list[TrainedModel]:
     """Every model a run may train, in pipeline order."""
     return [
-        TrainedModel(run.classifier_dir("puzzle_cam"), "Puzzle-CAM classifier", "puzzle_cam"),
-        TrainedModel(run.classifier_dir("plain_cam"), "Plain-CAM classifier (baseline)", "plain_cam"),
-        TrainedModel(run.affinity_dir("puzzle_cam"), "AffinityNet on Puzzle-CAM labels", "rw"),
-        TrainedModel(run.affinity_dir("plain_cam"), "AffinityNet on plain-CAM labels", "plain_cam_rw"),
-        TrainedModel(run.segmentation_dir("weak"), "DeepLabV3+ on pseudo labels", "deeplab_weak"),
-        TrainedModel(run.segmentation_dir("full"), "DeepLabV3+ on ground truth", "deeplab_full"),
-    ]  # fmt: skip
-
-
-# --- stage times (manifest.json) -------------------------------------------------------------
-
-_PER_METHOD = {  # stage groups whose times are shown per CAM branch
-    "affinity_labels": "Affinity labels",
-    "train_aff": "Train AffinityNet",
-    "rw": "Random walk",
-    "pseudo_labels": "Pseudo labels",
-}
-_GROUP_LABELS = {
-    "data": "Data",
-    "train_cls/puzzle_cam": "Train classifier: Puzzle-CAM",
-    "train_cls/plain_cam": "Train classifier: plain CAM",
-    "cams": "CAMs",
-    "eval": "Evaluation",
-    **{
-        f"{group}/{method}": f"{title}: {name}"
-        for group, title in _PER_METHOD.items()
-        for method, name in METHOD_NAMES.items()
-    },
-    "train_seg/weak": "Train DeepLabV3+: pseudo labels",
-    "train_seg/full": "Train DeepLabV3+: ground truth",
-    "predict/weak": "Predict + evaluate: pseudo-label model",
-    "predict/full": "Predict + evaluate: ground-truth model",
-}
-
-
-def _stage_group(name: str) -> str:
-    parts = name.split("/")
-    if parts[0] == "eval" and len(parts) > 2 and parts[1] == "predict":
-        return f"predict/{parts[2]}"
-    if parts[0] in ("train_cls", "train_seg", *_PER_METHOD) and len(parts) > 1:
-        return "/".join(parts[:2])
-    return parts[0]
-
-
-@dataclass(frozen=True)
-class StageTime:
-    group: str  # e.g. "train_cls/puzzle_cam"
-    label: str
-    parts: int  # finished stages in the group
-    seconds: float
-
-
-def stage_times(manifest: Mapping[str, Any]) -> list[StageTime]:
-    """Seconds per stage group in the order the stages finished, evaluations (which run
-    between the other stages) as one line, last."""
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for name, entry in manifest.items():
-        if isinstance(entry, Mapping):
-            groups.setdefault(_stage_group(name), []).append(entry)
-    if "eval" in groups:
-        groups["eval"] = groups.pop("eval")
-    return [
-        StageTime(
-            group,
-            _GROUP_LABELS.get(group, group),
-            len(entries),
-            sum(float(e.get("seconds") or 0.0) for e in entries),
-        )
-        for group, entries in groups.items()
+        TrainedModel(stage.folder(summary.run), stage.model, stage.name)
+        for stage in summary.plan.every
+        if stage.model
     ]
 
 
@@ -188,6 +111,7 @@ class RunSummary:
     evals: dict[tuple[str, str], dict[str, Any]]  # (metrics key, split) -> eval/*.json
     splits: dict[str, SplitData]  # role -> the data set's split
     classes: tuple[str, ...]
+    plan: Plan  # every stage a run may have; which this run has (with its config)
     notes: list[str] = field(default_factory=list)  # what could not be read
 
     @property
@@ -207,24 +131,17 @@ class RunSummary:
     def absence(self, key: str) -> tuple[str, str]:
         """Why the outputs of method ``key`` (and the models and files behind it) are
         absent: a few words for a table cell, and the full reason."""
-        config = self.config
-        if config is None:
+        stage = self.plan.scoring(key)
+        return self.stage_absence(stage.name if stage else "")
+
+    def stage_absence(self, name: str) -> tuple[str, str]:
+        """Why the outputs of the stage ``name`` are absent: the plan leaves it out of this
+        run (and says why), or it has not finished."""
+        if self.config is None:
             return "missing", "missing (config.yaml is missing)"
-        branch = branch_of(key)
-        if branch and branch.method == "plain_cam" and not config.train_cls.baseline_plain_cam:
-            return "not in this run", (
-                "not in this run (no plain-CAM baseline: train_cls.baseline_plain_cam is false)"
-            )
-        if not (branch and branch.output == "cams") and config.until == "cams":
-            return "not in this run", "not in this run (it stops after the CAMs: until: cams)"
-        if key.startswith("deeplab") and config.until != "train-seg":
-            return "not in this run", (
-                f"not in this run (it stops after the pseudo labels: until: {config.until})"
-            )
-        if key == "deeplab_full" and not config.train_seg.fully_supervised:
-            return "not in this run", (
-                "not in this run (no fully supervised model: train_seg.fully_supervised is false)"
-            )
+        why = self.plan.left_out.get(name)
+        if why:
+            return "not in this run", f"not in this run ({why})"
         return "not done yet", (
             "not done yet: their stages have not finished (`puzzlecam run` completes the run)"
         )
@@ -272,12 +189,13 @@ def load_run(run: RunDir) -> RunSummary:
     config = _load_config(run, notes)
     metrics = _read_json_or_note(run.metrics_path, notes)
     manifest = _read_json_or_note(run.manifest_path, notes)
+    # without a config, every stage a run may have (the names are the same for all)
+    plan = make_plan(config) if config else Plan(every_stage())
     evals = {}
-    for method in METHODS:
-        for split in ROLES:
-            data = _read_json_or_note(run.eval_path(eval_name(method.key, split)), notes)
-            if isinstance(data, dict):
-                evals[(method.key, split)] = data
+    for score in (score for stage in plan.every for score in stage.scores):
+        data = _read_json_or_note(run.eval_path(score.eval_name), notes)
+        if isinstance(data, dict):
+            evals[(score.key, score.split)] = data
     splits = _load_splits(config, notes)
     classes: tuple[str, ...] = next((data.classes for data in splits.values()), ())
     if not classes:  # the data set is gone: the class names are in the evaluations
@@ -294,6 +212,7 @@ def load_run(run: RunDir) -> RunSummary:
         evals,
         splits,
         classes,
+        plan,
         notes,
     )
 

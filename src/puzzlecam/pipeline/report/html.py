@@ -96,11 +96,11 @@ def _training(summary: RunSummary, out_dir: Path) -> tuple[list[view.Figure], li
     """A loss figure per trained model, and why the others have none."""
     figures, missing = [], []
     root = summary.run.root
-    for model in trained_models(summary.run):
-        log = model.folder / "metrics.jsonl"
+    for model in trained_models(summary):
+        log = summary.run.log_path(model.folder)
         records = [r for r in read_jsonl(log) if isinstance(r, dict) and "step" in r]
         if not records:
-            missing.append((model.title, summary.absence(model.method)[1]))
+            missing.append((model.title, summary.stage_absence(model.stage)[1]))
             continue
         folder = model.folder.relative_to(root).as_posix()
         name = f"loss_{folder.replace('/', '_')}.png"

@@ -17,7 +17,7 @@ from puzzlecam.data import Sample
 from puzzlecam.data.ids import id_path
 from puzzlecam.errors import PuzzlecamError
 from puzzlecam.io import load_image, load_label_png
-from puzzlecam.pipeline.branches import metric_key
+from puzzlecam.pipeline.branches import metric_key, segmenter_key
 from puzzlecam.pipeline.report.collect import RunSummary
 from puzzlecam.pipeline.report.figures import colourbar, save_rgb
 from puzzlecam.pipeline.report.text import describe, grouped
@@ -129,12 +129,10 @@ def _columns(summary: RunSummary, role: str) -> tuple[list[_Column], list[tuple[
                     run.pseudo_labels_dir(method, role), pseudo),
         ]  # fmt: skip
     if role == "val":
-        candidates += [
-            _Column("weak", "DeepLabV3+ (pseudo labels)", "labels",
-                    run.predictions_dir("weak", role), "deeplab_weak"),
-            _Column("full", "DeepLabV3+ (ground truth)", "labels",
-                    run.predictions_dir("full", role), "deeplab_full"),
-        ]  # fmt: skip
+        for variant, title in (("weak", "(pseudo labels)"), ("full", "(ground truth)")):
+            folder = run.predictions_dir(variant, role)
+            key = segmenter_key(variant)
+            candidates.append(_Column(variant, f"DeepLabV3+ {title}", "labels", folder, key))
     columns, missing = [], []
     for column in candidates:
         suffix = ".npz" if column.kind == "scores" else ".png"

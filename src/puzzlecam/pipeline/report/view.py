@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from puzzlecam.data import split_name
-from puzzlecam.pipeline.branches import METHOD_NAMES, TABLE2_COLUMNS, branch_table
+from puzzlecam.pipeline.branches import METHOD_NAMES, TABLE2_COLUMNS, branch_table, segmenter_key
+from puzzlecam.pipeline.plan import stage_times
 from puzzlecam.pipeline.report.collect import (
     METHOD_LABELS,
     METHODS,
     PHASES,
     ClassScores,
     RunSummary,
-    stage_times,
 )
 from puzzlecam.pipeline.report.text import duration, fmt, plural, shown_path
 
@@ -249,13 +249,13 @@ def key_numbers(summary: RunSummary) -> list[Card]:
         ("puzzle_cam", "val", "Puzzle-CAM (val)"),
         ("plain_cam_pseudo_labels", "train", "Plain-CAM pseudo labels (train)"),
         ("pseudo_labels", "train", "Puzzle-CAM pseudo labels (train)"),
-        ("deeplab_weak", "val", "DeepLabV3+ weak (val)"),
-        ("deeplab_full", "val", "DeepLabV3+ full (val)"),
+        (segmenter_key("weak"), "val", "DeepLabV3+ weak (val)"),
+        (segmenter_key("full"), "val", "DeepLabV3+ full (val)"),
     ):
         value = summary.miou(method, split)
         if value is not None:
             cards.append(Card(f"{value:.1f} %", label))
-    weak, full = summary.miou("deeplab_weak", "val"), summary.miou("deeplab_full", "val")
+    weak, full = _weak_and_full(summary, "val")
     if weak is not None and full:
         cards.append(Card(f"{100 * weak / full:.1f} %", "of full supervision (val)"))
     return cards
@@ -294,19 +294,25 @@ def metric_phases(summary: RunSummary) -> list[Phase]:
     return shown
 
 
+def _weak_and_full(summary: RunSummary, split: str) -> tuple[float | None, float | None]:
+    """The mIoU of the segmentation models on ``split``: on pseudo labels, on ground truth."""
+    return summary.miou(segmenter_key("weak"), split), summary.miou(segmenter_key("full"), split)
+
+
 def ratios(summary: RunSummary) -> list[Ratio]:
     """The weakly supervised model's mIoU as a share of the fully supervised one's."""
     shown = []
     for split in ("val", "train"):
-        weak, full = summary.miou("deeplab_weak", split), summary.miou("deeplab_full", split)
+        weak, full = _weak_and_full(summary, split)
         if weak is not None and full is not None and full > 0:
             shown.append(Ratio(split, f"{weak:.1f}", f"{full:.1f}", f"{100 * weak / full:.1f}"))
     return shown
 
 
 def times(summary: RunSummary) -> list[TimeRow]:
-    """Time per stage group from manifest.json, and a total ([] when nothing finished)."""
-    groups = stage_times(summary.manifest)
+    """Time per stage group from manifest.json (the groups of the printed summary), and a
+    total ([] when nothing finished)."""
+    groups = stage_times(summary.plan.every, summary.manifest)
     if not groups:
         return []
     total = sum(g.seconds for g in groups)
