@@ -20,12 +20,12 @@ def test_a_config_written_before_a_new_setting_still_binds(tmp_path):
     run = RunDir(tmp_path / "run")
     run.bind(config)
     written = yaml.safe_load(run.config_path.read_text())
-    del written["train_cls"]["optim"]["name"]  # as written before the setting existed
+    del written["train_aff"]["optim"]["name"]  # as written before the setting existed
     run.config_path.write_text(yaml.safe_dump(written))
     run.bind(config)  # the missing setting reads as its default: same config
 
-    other = load_run_config("demo", ("train_cls.optim.name=adamw",))
-    with pytest.raises(RunDirError, match=r"train_cls\.optim\.name: 'sgd' -> 'adamw'"):
+    other = load_run_config("demo", ("train_aff.optim.name=adamw",))
+    with pytest.raises(RunDirError, match=r"train_aff\.optim\.name: 'sgd' -> 'adamw'"):
         run.bind(other)
 
 
