@@ -19,6 +19,7 @@ from puzzlecam.data.demo import (
     build_demo_dataset,
     demo_image_ids,
 )
+from puzzlecam.data.demo import pools as demo_pools
 from puzzlecam.data.voc import read_voc
 from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import load_label_png
@@ -362,8 +363,8 @@ def test_subset_with_too_few_items(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_subset_from_the_full_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # stand-ins: "bundled" = the first 60 train items (3 trousers), "full" = the package's 6,000
-    monkeypatch.setattr(demo, "_SPLITS", {"train": ("train", 0, 60), "val": ("test", 1, 20)})
-    monkeypatch.setattr(demo, "FASHION_MNIST_SIZES", {"train": 6000, "test": 2000})
+    monkeypatch.setattr(demo_pools, "_SPLITS", {"train": ("train", 0, 60), "val": ("test", 1, 20)})
+    monkeypatch.setattr(demo_pools, "FASHION_MNIST_SIZES", {"train": 6000, "test": 2000})
     small = {**TINY.to_dict(), "num_train": 5, "num_val": 0, "max_items": 1}
     trousers = DemoDataConfig(**{**small, "classes": ["trouser"]})
     with pytest.raises(ConfigError, match="full set"):
