@@ -22,7 +22,7 @@ The maps are written as score files (``save_scores``, one ``{id}.npz`` per image
 the CAM stage's) and scored by ``evaluate_directory`` over the same background-threshold
 sweep (0.05...0.95) as the pipeline's ``evaluate_scores``.
 
-    .venv/bin/python bench/saliency_baseline.py [--root data/demo2] [--split val]
+    .venv/bin/python bench/saliency_baseline.py [--root data/demo] [--split val]
         [--border 8] [--colours 4] [--sigma 2] [--out DIR]
 """
 
@@ -99,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], epilog="See the module docstring for the method."
     )
-    parser.add_argument("--root", type=Path, default=Path("data/demo2"), help="VOC-layout root")
+    parser.add_argument("--root", type=Path, default=Path("data/demo"), help="VOC-layout root")
     parser.add_argument("--split", default="val")
     parser.add_argument("--border", type=int, default=8, help="width of the border band (px)")
     parser.add_argument("--colours", type=int, default=4, help="k-means background colours")
