@@ -81,6 +81,32 @@ def test_summary_by_hand():
     assert "33.0 ± 2.8" in row and "31.0 35.0" in row and "+4.0" in row and "+3.0" in row
 
 
+def test_one_seed_has_no_spread():
+    runs = {
+        "cls": {0: {"train": {"miou": 30.0, "map": 60.0}}},
+        "all": {0: {"train": {"miou": 27.5, "map": 58.0}}},
+    }
+    summary = summarize(runs)
+    assert summary["all"]["train_miou"] == {"mean": 27.5, "std": None}
+    assert summary["all"]["train_gain"] == {"per_seed": {0: -2.5}, "mean": -2.5, "std": None}
+    table = format_ablation(summary)
+    assert "±" not in table
+    row = next(line for line in table.splitlines() if line.startswith("L_cls + L_p-cls"))
+    assert row.split() == [
+        "L_cls",
+        "+",
+        "L_p-cls",
+        "+",
+        "L_re",
+        "train",
+        "27.5",
+        "27.5",
+        "-2.5",
+        "-2.5",
+        "58.0",
+    ]
+
+
 @pytest.mark.slow
 def test_tiny_ablation_runs_writes_its_table_and_resumes(tmp_path, capsys):
     common = ["ablate", "--config", "demo", "--run-dir", str(tmp_path / "abl"), "--no-progress"]

@@ -87,10 +87,10 @@ def sub_run_dir(root: Path, variant: str, seed: int) -> Path:
     return Path(root) / variant / f"seed{seed}"
 
 
-def _mean_std(values: Sequence[float]) -> dict[str, float]:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": round(mean, 2), "std": round(std, 2)}
+def _mean_std(values: Sequence[float]) -> dict[str, float | None]:
+    """Mean and sample std; one value has no std (None), not a spread of 0."""
+    std = round(statistics.stdev(values), 2) if len(values) > 1 else None
+    return {"mean": round(statistics.fmean(values), 2), "std": std}
 
 
 def summarize(runs: dict[str, dict[int, dict[str, dict[str, float]]]]) -> dict[str, Any]:
@@ -134,8 +134,9 @@ def format_ablation(summary: dict[str, Any]) -> str:
             gain = entry.get(f"{role}_gain")
             gain_text = f"{gain['mean']:>+7.1f}" if gain else f"{'':>7}"
             low = f"{min(gain['per_seed'].values()):>+7.1f}" if gain else f"{'':>7}"
+            spread = f"± {miou['std']:<3.1f}" if miou["std"] is not None else f"{'':<5}"
             lines.append(
-                f"{entry['label']:<24}{role:<7}{miou['mean']:>8.1f} ± {miou['std']:<3.1f}  "
+                f"{entry['label']:<24}{role:<7}{miou['mean']:>8.1f} {spread}  "
                 f"{seeds:<20}{gain_text}{low}{entry[f'{role}_map']['mean']:>7.1f}"
             )
     return "\n".join(lines)
@@ -151,14 +152,15 @@ def _figure(summary: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(ROLES), figsize=(4.2 * len(ROLES), 3.4), sharey=True)
     for ax, role in zip(axes, ROLES, strict=True):
         labels, means, stds = [], [], []
-        for index, entry in enumerate(summary.values()):
+        for entry in summary.values():
             if f"{role}_miou" not in entry:
                 continue
+            values = [s[role]["miou"] for s in entry["seeds"].values()]
+            # the dots go over this entry's bar: its position among the bars drawn
+            ax.plot([len(means)] * len(values), values, "o", color="black", markersize=3, zorder=3)
             labels.append(entry["label"].replace(" + ", "\n+ "))
             means.append(entry[f"{role}_miou"]["mean"])
-            stds.append(entry[f"{role}_miou"]["std"])
-            values = [s[role]["miou"] for s in entry["seeds"].values()]
-            ax.plot([index] * len(values), values, "o", color="black", markersize=3, zorder=3)
+            stds.append(entry[f"{role}_miou"]["std"] or 0.0)
         ax.bar(range(len(means)), means, yerr=stds, color="#7aa6c2", capsize=3)
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_title(f"CAM mIoU, {role}")
