@@ -246,8 +246,9 @@ def check_output(
 
 def _predict(args: argparse.Namespace) -> int:
     from puzzlecam.pipeline.run_dir import resolve_weights
+    from puzzlecam.segmentation.inputs import collect_images
     from puzzlecam.segmentation.model_io import load_segmenter
-    from puzzlecam.segmentation.predict import check_out_dir, collect_images, predict_images
+    from puzzlecam.segmentation.predict import check_out_dir, predict_images
     from puzzlecam.training.distributed import resolve_device
 
     check_output(args.out, "folder")

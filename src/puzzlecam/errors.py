@@ -5,9 +5,23 @@ DataLoader worker reads an image reaches the main process as itself
 (``puzzlecam.data.loader.CheckedLoader`` carries it across).
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["PuzzlecamError", "DataError", "ConfigError", "RunDirError", "TrainingError"]
+__all__ = [
+    "PuzzlecamError",
+    "DataError",
+    "ConfigError",
+    "RunDirError",
+    "TrainingError",
+    "short_list",
+]
+
+
+def short_list(items: Sequence[object], limit: int = 10) -> str:
+    """'a, b, c' for a message: at most ``limit`` items, then '... (N in all)'."""
+    shown = ", ".join(str(item) for item in items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 class PuzzlecamError(Exception):

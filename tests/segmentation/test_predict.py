@@ -15,11 +15,10 @@ from puzzlecam.errors import DataError, RunDirError
 from puzzlecam.io import load_label_png
 from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.segmentation import predict as predict_module
+from puzzlecam.segmentation.inputs import collect_images, output_names
 from puzzlecam.segmentation.model_io import load_segmenter
 from puzzlecam.segmentation.predict import (
     PredictConfig,
-    collect_images,
-    output_names,
     predict_images,
     segment_arrays,
     upsample_argmax,

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from puzzlecam.cams.scores import load_scores
 from puzzlecam.constants import BACKGROUND, IGNORE_INDEX
-from puzzlecam.errors import DataError
+from puzzlecam.errors import DataError, short_list
 from puzzlecam.io import load_label_png, write_json
 from puzzlecam.metrics.confusion import ConfusionMatrix, SegmentationScores, confusion_counts
 from puzzlecam.metrics.sweep import (
@@ -48,13 +48,7 @@ logger = logging.getLogger(__name__)
 
 PredictionKind = Literal["scores", "labels"]
 _SUFFIX: dict[str, str] = {"scores": ".npz", "labels": ".png"}
-_MAX_LISTED = 10  # ids named in an error message or a log line
-
-
-def _listing(ids: Sequence[str]) -> str:
-    """'a, b, c' with at most _MAX_LISTED ids, then '... (N in all)'."""
-    shown = ", ".join(ids[:_MAX_LISTED])
-    return shown + (f", ... ({len(ids)} in all)" if len(ids) > _MAX_LISTED else "")
+_MAX_LISTED = 10  # label values named in an error message
 
 
 def _fmt(value: float, scale: float, width: int, digits: int) -> str:
@@ -319,14 +313,14 @@ def evaluate_directory(
         if missing and strict:
             raise DataError(
                 pred_dir,
-                f"{where} have no prediction ({{id}}{_SUFFIX[kind]}): {_listing(missing)}; "
+                f"{where} have no prediction ({{id}}{_SUFFIX[kind]}): {short_list(missing)}; "
                 "predict every image, or leave out strict (eval --strict) to score the "
                 f"{len(gt_files) - len(missing)} present",
             )
         if missing:
             logger.warning(
                 "%s have no prediction in %s and are not scored: %s",
-                where, pred_dir, _listing(missing),
+                where, pred_dir, short_list(missing),
             )  # fmt: skip
     else:
         ids = list(dict.fromkeys(image_ids))  # ordered, duplicates would count twice
@@ -335,13 +329,13 @@ def evaluate_directory(
             raise DataError(
                 pred_dir,
                 f"{len(missing)} of the {len(ids)} listed images have no prediction "
-                f"({{id}}{_SUFFIX[kind]}): {_listing(missing)}",
+                f"({{id}}{_SUFFIX[kind]}): {short_list(missing)}",
             )
     skipped = tuple(image_id for image_id in ids if image_id not in gt_files)
     if skipped:
         logger.warning(
             "skipping %d prediction(s) with no ground truth in %s: %s",
-            len(skipped), gt_dir, _listing(skipped),
+            len(skipped), gt_dir, short_list(skipped),
         )  # fmt: skip
     scored = [image_id for image_id in ids if image_id in gt_files]
     if not scored:
@@ -432,13 +426,13 @@ def format_table(result: EvaluationResult, class_names: Sequence[str] | None = N
         lines.append("")
         lines.append(
             f"skipped {len(result.skipped)} prediction(s) with no ground truth: "
-            f"{_listing(result.skipped)}"
+            f"{short_list(result.skipped)}"
         )
     if result.missing:
         lines.append("")
         lines.append(
             f"not scored: {len(result.missing)} ground-truth image(s) without a prediction: "
-            f"{_listing(result.missing)}"
+            f"{short_list(result.missing)}"
         )
     return "\n".join(lines)
 
