@@ -35,7 +35,7 @@ from puzzlecam.metrics import DEFAULT_THRESHOLDS, evaluate_directory
 from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.pipeline.trained import load_classifier
-from puzzlecam.puzzle import merge, tile
+from puzzlecam.puzzle.tiling import merge_onto, tile
 
 
 def full_and_merged_maps(
@@ -44,9 +44,7 @@ def full_and_merged_maps(
     """Raw class maps of one image (1, 3, H, W): the full image's and its tiles' merged,
     both (C, h, w) on the full image's grid."""
     full = model(image).cams
-    merged = merge(model(tile(image, grid)).cams, grid)
-    if merged.shape[-2:] != full.shape[-2:]:
-        merged = F.interpolate(merged, size=full.shape[-2:], mode="bilinear", align_corners=False)
+    merged = merge_onto(model(tile(image, grid)).cams, grid, full.shape[-2:])
     return full[0], merged[0]
 
 

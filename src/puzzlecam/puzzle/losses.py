@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from puzzlecam.cams.inference import normalize_cams
 from puzzlecam.dataclass_yaml import require
 from puzzlecam.models.classifier import CamClassifier
-from puzzlecam.puzzle.tiling import merge, tile
+from puzzlecam.puzzle.tiling import merge_onto, tile
 
 __all__ = [
     "PuzzleConfig",
@@ -132,12 +132,7 @@ def puzzle_losses(
     alpha = alpha_schedule(progress - config.start, config.alpha_max, config.alpha_ramp)
     if config.uses_tiles and progress >= config.start:
         tiled = model(tile(images, config.grid))
-        merged = merge(tiled.cams, config.grid)
-        if merged.shape[-2:] != full.cams.shape[-2:]:
-            # crop sizes not divisible by grid * stride: bring the maps to the same grid
-            merged = F.interpolate(
-                merged, size=full.cams.shape[-2:], mode="bilinear", align_corners=False
-            )
+        merged = merge_onto(tiled.cams, config.grid, full.cams.shape[-2:])
         if config.puzzle_classification:
             pcls_loss = classification_loss(merged.mean(dim=(2, 3)), targets)
         if config.reconstruction:

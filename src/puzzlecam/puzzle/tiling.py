@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["tile", "merge"]
+__all__ = ["tile", "merge", "merge_onto"]
 
 
 def tile(x: torch.Tensor, grid: int = 2) -> torch.Tensor:
@@ -43,4 +43,14 @@ def merge(tiles: torch.Tensor, grid: int = 2, size: tuple[int, int] | None = Non
     merged = merged.reshape(batch, channels, grid * tile_h, grid * tile_w)
     if size is not None:
         merged = merged[..., : size[0], : size[1]]
+    return merged
+
+
+def merge_onto(tiles: torch.Tensor, grid: int, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`merge` the tile maps, then bring them to the full image's map grid ``size``
+    (h, w) by bilinear resizing where they differ (crop sizes not divisible by
+    grid * stride). tiles: (B * g², C, h', w') -> (B, C, h, w)."""
+    merged = merge(tiles, grid)
+    if merged.shape[-2:] != tuple(size):
+        merged = F.interpolate(merged, size=tuple(size), mode="bilinear", align_corners=False)
     return merged
