@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from puzzlecam.puzzle.tiling import merge, tile
+from puzzlecam.puzzle.tiling import merge, merge_onto, tile
 
 
 def test_tile_order_matches_hand_built_tiles():
@@ -50,3 +50,16 @@ def test_the_package_exports_what_the_readme_documents():
 
     assert puzzle.tile is tile and puzzle.merge is merge
     assert all(hasattr(puzzle, name) for name in puzzle.__all__)
+
+
+def test_merge_onto_keeps_a_matching_grid_and_resizes_a_different_one():
+    # four constant 1x1 tile maps: 1, 2, 3, 4 in row-major tile order
+    tiles = torch.arange(1.0, 5.0).reshape(4, 1, 1, 1)
+    same = merge_onto(tiles, 2, (2, 2))
+    assert torch.equal(same, torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    # onto a 4x4 grid: bilinear (align_corners=False) keeps each corner value and puts the
+    # mean of the two neighbours at the seam, e.g. row 0 is 1, 1.25, 1.75, 2
+    resized = merge_onto(tiles, 2, (4, 4))
+    assert resized.shape == (1, 1, 4, 4)
+    assert torch.allclose(resized[0, 0, 0], torch.tensor([1.0, 1.25, 1.75, 2.0]))
+    assert torch.allclose(resized[0, 0, :, 0], torch.tensor([1.0, 1.5, 2.5, 3.0]))
