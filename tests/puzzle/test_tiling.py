@@ -57,8 +57,8 @@ def test_merge_onto_keeps_a_matching_grid_and_resizes_a_different_one():
     tiles = torch.arange(1.0, 5.0).reshape(4, 1, 1, 1)
     same = merge_onto(tiles, 2, (2, 2))
     assert torch.equal(same, torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]))
-    # onto a 4x4 grid: bilinear (align_corners=False) keeps each corner value and puts the
-    # mean of the two neighbours at the seam, e.g. row 0 is 1, 1.25, 1.75, 2
+    # onto a 4x4 grid: bilinear (align_corners=False) keeps each corner value and blends
+    # across the seam at 1/4 and 3/4, e.g. row 0 is 1, 1.25, 1.75, 2
     resized = merge_onto(tiles, 2, (4, 4))
     assert resized.shape == (1, 1, 4, 4)
     assert torch.allclose(resized[0, 0, 0], torch.tensor([1.0, 1.25, 1.75, 2.0]))
