@@ -68,7 +68,7 @@ def test_bundled_demo_preset_loads():
         ("pseudo_labels.threshold=7", "pseudo_labels.threshold"),
         ("pseudo_labels.threshold=0", "pseudo_labels.threshold"),
         ("affinity_labels.fg_threshold=0.05", "affinity_labels.fg_threshold"),
-        ("affinity_labels.bg_threshold=0.4", "affinity_labels.fg_threshold"),
+        ("affinity_labels.bg_threshold=0.8", "affinity_labels.fg_threshold"),  # = the demo's fg
         ("affinity_labels.bg_threshold=-0.1", "affinity_labels.bg_threshold"),
         ("rw.exp_times=40", "rw.exp_times"),
         ("rw.beta=0", "rw.beta"),
