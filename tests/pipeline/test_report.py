@@ -182,6 +182,10 @@ def test_report_of_a_full_run(full_run: Path) -> None:
     assert page.branches["plain_cam"][0] == "Plain CAM" and "difference" in page.branches
     assert 'href="#table2"' in text and "64.16" in text  # the paper's figures beside ours
 
+    # the run's settings name the classifier's optimiser and puzzle options (the demo's)
+    assert "AdamW lr 0.0003" in text
+    assert "L_re on max-normalised maps, puzzle terms from 50% of training" in text
+
     # time per stage from the manifest, with its total
     manifest = json.loads((full_run / "manifest.json").read_text())
     assert f'<td class="num">{len(manifest)}</td>' in text and "Total" in text

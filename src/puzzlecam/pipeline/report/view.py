@@ -168,6 +168,9 @@ def _model(backbone: Any, loop: Any, extra: str = "") -> Line:
     ]
 
 
+_OPTIMISER_NAMES = {"sgd": "SGD", "adamw": "AdamW"}
+
+
 def run_rows(summary: RunSummary) -> list[tuple[str, list[Line]]]:
     """The run's settings, a few lines per part of the pipeline it has."""
     config = summary.config
@@ -206,11 +209,14 @@ def run_rows(summary: RunSummary) -> list[tuple[str, list[Line]]]:
         if on
     ]
     loss = f"loss {' + '.join(terms)}, puzzle grid {puzzle.grid}×{puzzle.grid}"
+    if puzzle.reconstruction and puzzle.reconstruction_level == "normalized":
+        loss += ", L_re on max-normalised maps"
+    if puzzle.start > 0:
+        loss += f", puzzle terms from {puzzle.start:.0%} of training"
     if cls.baseline_plain_cam:
         loss += "; plus a plain-CAM baseline"
-    rows.append(
-        ("Classifier", [_model(cls.backbone, cls.loop, f", lr {cls.optim.lr:g}"), [Span(loss)]])
-    )
+    optimiser = f", {_OPTIMISER_NAMES.get(cls.optim.name, cls.optim.name)} lr {cls.optim.lr:g}"
+    rows.append(("Classifier", [_model(cls.backbone, cls.loop, optimiser), [Span(loss)]]))
     scales = ", ".join(f"{s:g}" for s in config.cams.scales)
     flips = " with horizontal flips" if config.cams.flip else ""
     rows.append(("CAMs", [[Span(f"scales {scales}{flips}")]]))
