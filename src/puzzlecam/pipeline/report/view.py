@@ -171,6 +171,11 @@ def _model(backbone: Any, loop: Any, extra: str = "") -> Line:
 _OPTIMISER_NAMES = {"sgd": "SGD", "adamw": "AdamW"}
 
 
+def _optimiser(optim: Any) -> str:
+    """The optimiser and learning rate that follow a model's line: ", AdamW lr 0.0003"."""
+    return f", {_OPTIMISER_NAMES.get(optim.name, optim.name)} lr {optim.lr:g}"
+
+
 def run_rows(summary: RunSummary) -> list[tuple[str, list[Line]]]:
     """The run's settings, a few lines per part of the pipeline it has."""
     config = summary.config
@@ -215,8 +220,9 @@ def run_rows(summary: RunSummary) -> list[tuple[str, list[Line]]]:
         loss += f", puzzle terms from {puzzle.start:.0%} of training"
     if cls.baseline_plain_cam:
         loss += "; plus a plain-CAM baseline"
-    optimiser = f", {_OPTIMISER_NAMES.get(cls.optim.name, cls.optim.name)} lr {cls.optim.lr:g}"
-    rows.append(("Classifier", [_model(cls.backbone, cls.loop, optimiser), [Span(loss)]]))
+    rows.append(
+        ("Classifier", [_model(cls.backbone, cls.loop, _optimiser(cls.optim)), [Span(loss)]])
+    )
     scales = ", ".join(f"{s:g}" for s in config.cams.scales)
     flips = " with horizontal flips" if config.cams.flip else ""
     rows.append(("CAMs", [[Span(f"scales {scales}{flips}")]]))
@@ -236,7 +242,7 @@ def run_rows(summary: RunSummary) -> list[tuple[str, list[Line]]]:
         rows.append(("AffinityNet", [aff_model, [Span(text)]]))
     if config.until == "train-seg":
         seg = config.train_seg
-        line = _model(seg.backbone, seg.loop, f", lr {seg.optim.lr:g}")
+        line = _model(seg.backbone, seg.loop, _optimiser(seg.optim))
         if seg.fully_supervised:
             line.append(Span("; also trained on ground truth"))
         rows.append(("DeepLabV3+", [line]))
