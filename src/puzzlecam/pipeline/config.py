@@ -93,13 +93,16 @@ class TrainClsConfig:
 
 @dataclass(frozen=True)
 class CamConfig:
-    """Stage 2: CAMs of every image. ``overlays``: how many PNG overlays to write."""
+    """Stage 2: CAMs of every image. ``overlays``: how many PNG overlays to write.
+    ``channels_last``: the model's memory layout, a speed setting (the same maps up to
+    float rounding, so not part of the fingerprint); off for a CPU where it is slower."""
 
     scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     flip: bool = True
     batch_size: int = 8
     num_workers: int = 2
     overlays: int = 8
+    channels_last: bool = field(default=True, metadata=NOT_FINGERPRINTED)
 
     def __post_init__(self) -> None:
         check_scales(self.scales)

@@ -139,6 +139,7 @@ def stage_cams(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
         overlay_ids,
         overlays_dir,
         amp=ctx.dist.device.type == "cuda",
+        channels_last=config.channels_last,
         progress=ctx.progress,
     )
     ctx.log(f"cams {method}/{role}: {written} written, {len(split) - written} already there")
