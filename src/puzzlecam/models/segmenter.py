@@ -51,7 +51,7 @@ class Segmenter(nn.Module):
         try:
             self.network = smp.DeepLabV3Plus(
                 encoder_name=f"tu-{backbone.name}",
-                encoder_weights="imagenet" if backbone.pretrained == "timm" else None,
+                encoder_weights=True if backbone.pretrained == "timm" else None,
                 encoder_output_stride=backbone.output_stride,
                 classes=num_labels,
             )
