@@ -127,6 +127,12 @@ def test_plain_names_and_devices_are_accepted():
         assert load_run_config("demo", (f"device={device}",)).device == device
 
 
-def test_device_is_not_fingerprinted_but_other_settings_are():
+def test_device_and_cam_layout_are_not_fingerprinted_but_other_settings_are():
     assert config_hash(RunConfig(device="cpu")) == config_hash(RunConfig())
     assert to_dict(RunConfig(device="cpu"))["device"] == "cpu"  # kept for the record
+    # the CAMs' memory layout is a speed setting: a run resumes with it switched
+    off = load_run_config("demo", ("cams.channels_last=false",))
+    assert not off.cams.channels_last
+    assert config_hash(off) == config_hash(load_run_config("demo"))
+    other = load_run_config("demo", ("cams.flip=false",))
+    assert config_hash(other) != config_hash(load_run_config("demo"))
