@@ -10,9 +10,7 @@ same process, on random images of one size batched together, as the cams stage d
 from __future__ import annotations
 
 import argparse
-import contextlib
-import statistics
-import time
+from functools import partial
 
 import torch
 
@@ -20,6 +18,13 @@ from puzzlecam.cams.inference import multiscale_cams
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.training.distributed import resolve_device
+from timing import device_label, median_seconds
+
+
+def _cams_pass(model: CamClassifier, images: torch.Tensor, scales, bf16: bool) -> None:
+    """One multi-scale + flip CAM pass, in bf16 autocast when asked."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+        multiscale_cams(model, images, scales, flip=True)
 
 
 def main() -> None:
@@ -35,11 +40,7 @@ def main() -> None:
     parser.add_argument("--amp", default="off", choices=["off", "all"])
     args = parser.parse_args()
     device = resolve_device(args.device)
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
+    name = device_label(device)
     pretrained = (
         "efficientnet-lite0-package" if args.backbone == "tf_efficientnet_lite0" else "none"
     )
@@ -60,23 +61,8 @@ def main() -> None:
             memory_format=torch.channels_last if channels_last else torch.contiguous_format
         )
         batch = images.contiguous(memory_format=torch.channels_last) if channels_last else images
-        autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16)
-            if precision == "bf16"
-            else contextlib.nullcontext()
-        )
-        times = []
-        for attempt in range(args.repeats + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            with autocast:
-                multiscale_cams(model, batch, args.scales, flip=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if attempt:  # the first pass warms up
-                times.append(time.perf_counter() - start)
-        rate = args.batch / statistics.median(times)
+        one_pass = partial(_cams_pass, model, batch, args.scales, bf16=precision == "bf16")
+        rate = args.batch / median_seconds(one_pass, device, args.repeats, warmup=1)
         baseline = baseline or rate
         layout = "channels_last" if channels_last else "contiguous"
         print(f"{precision:<6}{layout:<15}{rate:>9.1f} images/s{rate / baseline:>8.2f}x vs fp32")

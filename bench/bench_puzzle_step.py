@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
-import time
 
 import torch
 import torch.multiprocessing as mp
@@ -26,24 +24,7 @@ from puzzlecam.puzzle.losses import PuzzleConfig, classification_loss
 from puzzlecam.puzzle.tiling import tile
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
 from puzzlecam.training.distributed import resolve_device
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(step, device: torch.device, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import device_label, median_seconds
 
 
 def _setup(args, device: torch.device, channels_last: bool):
@@ -84,11 +65,13 @@ def measure(args, device: torch.device, amp: str, channels_last: bool) -> dict[s
 
         return step
 
-    puzzle = _timed(run(lambda: trainer(images, targets, progress=1.0).total), device, args.repeats)
-    full = _timed(
+    puzzle = median_seconds(
+        run(lambda: trainer(images, targets, progress=1.0).total), device, args.repeats
+    )
+    full = median_seconds(
         run(lambda: classification_loss(model(images).logits, targets)), device, args.repeats
     )
-    tiled = _timed(
+    tiled = median_seconds(
         run(lambda: classification_loss(model(tiles).logits, tile_targets)), device, args.repeats
     )
     return {"puzzle": puzzle, "full": full, "tiles": tiled}
@@ -113,7 +96,7 @@ def _ddp_worker(rank: int, world: int, port: int, args, queue) -> None:
         trainer(images, targets, progress=1.0).total.backward()
         optimizer.step()
 
-    seconds = _timed(step, device, args.repeats)
+    seconds = median_seconds(step, device, args.repeats)
     if rank == 0:
         queue.put(seconds)
     torch.distributed.destroy_process_group()
@@ -147,11 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU, {args.threads} threads"
-    )
+    name = device_label(device)
     print(
         f"device: {name}; {args.backbone} ({args.norm} BN), batch {args.batch} at {args.size}x{args.size}, grid {args.grid}"
     )

@@ -14,13 +14,13 @@ import argparse
 
 import torch
 
-from bench_puzzle_step import _timed
 from puzzlecam.constants import IGNORE_INDEX
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.segmenter import Segmenter
 from puzzlecam.segmentation.trainer import SegmentationTrainer
 from puzzlecam.training.distributed import resolve_device
 from puzzlecam.training.optim import OptimConfig, build_optimizer, parameter_groups
+from timing import device_label, median_seconds
 
 
 def measure(args, device: torch.device, amp: str, channels_last: bool) -> float:
@@ -49,7 +49,7 @@ def measure(args, device: torch.device, amp: str, channels_last: bool) -> float:
         loss.backward()
         optimizer.step()
 
-    return _timed(step, device, args.repeats)
+    return median_seconds(step, device, args.repeats)
 
 
 def main() -> None:
@@ -67,11 +67,7 @@ def main() -> None:
     parser.add_argument("--amp", default="off", choices=["off", "all"])
     args = parser.parse_args()
     device = resolve_device(args.device)
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
+    name = device_label(device)
     print(
         f"device: {name}; DeepLabV3+ {args.backbone} ({args.norm} BN), {args.optim}, "
         f"batch {args.batch} at {args.size}x{args.size}"
