@@ -9,13 +9,13 @@ from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.classifier import CamClassifier
 
 
-def _samples(folder, count=3):
+def _samples(folder):
     rng = np.random.default_rng(0)
     samples = []
-    for index in range(count):
+    for index, tags in enumerate([(0, 2), (1, 2), (2,)]):
         path = folder / f"im{index}.png"
         Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(path)
-        samples.append(Sample(f"im{index}", path, tags=(index % 3, 2) if index % 3 != 2 else (2,)))
+        samples.append(Sample(f"im{index}", path, tags=tags))
     return samples
 
 
