@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("cls", "pcls", "re", "all"),
         help="cls: L_cls; pcls: + L_p-cls; re: + L_re; all: the three (default: all four)",
     )
+    ablate.add_argument(
+        "--rw",
+        action="store_true",
+        help="also the paper's Table 2: each classifier's CAMs through AffinityNet and the "
+        "random walk to pseudo labels (the config's refinement settings), scored the same way",
+    )
 
     report = commands.add_parser(
         "report", help=PIPELINE_COMMANDS["report"] + " for a run directory"
@@ -369,10 +375,18 @@ def _ablate(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     config = load_run_config(args.config, tuple(overrides))
-    root = Path(args.run_dir or Path("runs") / f"{config.name}-ablation")
+    # refined sub-runs are other runs (they go on to the pseudo labels): their own folder
+    default = f"{config.name}-ablation" + ("-rw" if args.rw else "")
+    root = Path(args.run_dir or Path("runs") / default)
     dist = init_distributed(config.device)
     summary = run_ablation(
-        config, root, args.variants, args.seeds, dist, progress=not args.no_progress
+        config,
+        root,
+        args.variants,
+        args.seeds,
+        dist,
+        progress=not args.no_progress,
+        refine=args.rw,
     )
     if dist.is_main:
         print()

@@ -49,6 +49,13 @@ def test_each_variant_switches_exactly_its_terms(variant, pcls, re):
     assert config.train_cls.puzzle.alpha_max == base.train_cls.puzzle.alpha_max
 
 
+def test_refined_variants_run_on_to_the_pseudo_labels_and_differ_in_nothing_else():
+    base = load_run_config("demo")
+    plain, refined = variant_config(base, "all", 3), variant_config(base, "all", 3, refine=True)
+    assert plain.until == "cams" and refined.until == "pseudo-labels"
+    assert dataclasses.replace(refined, until="cams") == plain
+
+
 def test_unknown_variant_is_refused():
     with pytest.raises(ConfigError, match="pcls"):
         variant_config(load_run_config("demo"), "puzzle", seed=0)
@@ -79,6 +86,36 @@ def test_summary_by_hand():
         if line.startswith("L_cls + L_p-cls + L_re") and " val " in line
     )
     assert "33.0 ± 2.8" in row and "31.0 35.0" in row and "+4.0" in row and "+3.0" in row
+
+
+def test_refined_summary_by_hand():
+    def seed(cam, rw, pseudo):
+        return {"train": {"miou": cam, "map": 90.0, "rw": rw, "pseudo_labels": pseudo}}
+
+    runs = {
+        "cls": {0: seed(40.0, 50.0, 55.0), 1: seed(42.0, 52.0, 59.0)},
+        "all": {0: seed(41.0, 53.0, 56.0), 1: seed(44.0, 51.0, 60.0)},
+    }
+    summary = summarize(runs)
+    assert summary["all"]["train_rw"] == {"mean": 52.0, "std": pytest.approx(1.41, abs=0.01)}
+    assert summary["all"]["train_rw_gain"]["per_seed"] == {0: 3.0, 1: -1.0}
+    assert summary["all"]["train_rw_gain"]["mean"] == 1.0
+    assert summary["all"]["train_pseudo_labels_gain"]["per_seed"] == {0: 1.0, 1: 1.0}
+    assert summary["all"]["train_gain"]["per_seed"] == {0: 1.0, 1: 2.0}  # the CAMs' as before
+    assert "train_rw_gain" not in summary["cls"]
+    lines = format_ablation(summary).splitlines()
+    start = lines.index("Table 2: each variant's CAMs refined (mIoU)")
+    assert "random walk" in lines[start + 1] and "pseudo labels" in lines[start + 1]
+    cls_row, all_row = lines[start + 2], lines[start + 3]
+    assert cls_row.split() == ["L_cls", "train", "51.0", "±", "1.4", "50.0", "52.0", "57.0",
+                               "±", "2.8", "55.0", "59.0"]  # fmt: skip
+    assert all_row.split()[5:] == ["train", "52.0", "±", "1.4", "53.0", "51.0", "+1.0",
+                                   "58.0", "±", "2.8", "56.0", "60.0", "+1.0"]  # fmt: skip
+
+
+def test_unrefined_summary_has_no_table_2():
+    runs = {"cls": {0: {"train": {"miou": 30.0, "map": 60.0}}}}
+    assert "Table 2" not in format_ablation(summarize(runs))
 
 
 def test_one_seed_has_no_spread():
@@ -158,3 +195,33 @@ def test_sub_run_configs_differ_only_in_their_variant():
         )
         == cls.train_cls.puzzle
     )
+
+
+@pytest.mark.slow
+def test_tiny_refined_ablation_adds_table_2_from_each_sub_runs_own_refinement(tmp_path, capsys):
+    args = ["ablate", "--config", "demo", "--run-dir", str(tmp_path / "abl"), "--no-progress"]
+    for override in [*TINY_OVERRIDES, f"data.root={tmp_path / 'data'}"]:
+        args += ["--set", override]
+    args += ["--variants", "cls", "all", "--seeds", "0", "--rw"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    for variant in ("cls", "all"):
+        run = tmp_path / "abl" / variant / "seed0"
+        metrics = json.loads((run / "metrics.json").read_text())
+        for role in ("train", "val"):
+            figures = summary[variant]["seeds"]["0"][role]
+            # each figure is its own sub-run's score, the Puzzle-CAM branch's keys
+            assert figures["rw"] == metrics["rw"][role]["miou"]
+            assert figures["pseudo_labels"] == metrics["pseudo_labels"][role]["miou"]
+            assert 0.0 < figures["pseudo_labels"] <= 100.0
+        assert load_run_config(run / "config.yaml").until == "pseudo-labels"
+    gain = summary["all"]["val_pseudo_labels_gain"]["per_seed"]["0"]
+    expected = (
+        summary["all"]["seeds"]["0"]["val"]["pseudo_labels"]
+        - summary["cls"]["seeds"]["0"]["val"]["pseudo_labels"]
+    )
+    assert gain == pytest.approx(expected, abs=0.01)
+    assert "Table 2" in out and "[run] train_seg" not in out
+    assert main(args) == 0  # a rerun skips every finished sub-run
+    assert "[run]" not in capsys.readouterr().out

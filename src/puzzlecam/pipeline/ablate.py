@@ -1,8 +1,11 @@
 """The paper's Table 1 on any data set: the classifier trained with each combination of
-loss terms, over several seeds, its CAMs scored on train and val.
+loss terms, over several seeds, its CAMs scored on train and val. With ``refine`` (the
+CLI's ``--rw``) also its Table 2: each classifier's CAMs through the random walk to
+pseudo labels, with the run's refinement settings, scored the same way.
 
-Every (variant, seed) is a sub-run of the pipeline up to the CAMs in its own directory,
-so it is resumable and skipped when done, exactly like ``puzzlecam run``:
+Every (variant, seed) is a sub-run of the pipeline up to the CAMs (or the pseudo labels)
+in its own directory, so it is resumable and skipped when done, exactly like
+``puzzlecam run``:
 
   ROOT/
     {variant}/seed{seed}/   a run directory (config.yaml, manifest.json, metrics.json ...)
@@ -22,6 +25,7 @@ from typing import Any
 
 from puzzlecam.errors import ConfigError
 from puzzlecam.io import atomic_write, write_json
+from puzzlecam.pipeline.branches import Output, metric_key
 from puzzlecam.pipeline.config import RunConfig
 from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.run_dir import RunDir
@@ -58,12 +62,19 @@ VARIANTS: dict[str, Variant] = {
 ROLES = ("train", "val")
 METHOD = "puzzle_cam"  # the sub-runs' one classifier, whatever its terms
 FIGURES = ("miou", "map")  # what the table reports per split
+REFINED: tuple[tuple[Output, str], ...] = (
+    ("rw", "random walk"),
+    ("pseudo_labels", "pseudo labels"),
+)
+"""What ``refine`` adds per split, as the paper's Table 2 columns after the CAMs: output
+(its mIoU is the figure of that name), title."""
 
 
-def variant_config(config: RunConfig, variant: str, seed: int) -> RunConfig:
+def variant_config(config: RunConfig, variant: str, seed: int, refine: bool = False) -> RunConfig:
     """``config`` with exactly ``variant``'s loss terms on, ``seed`` for the classifier,
     no plain-CAM baseline (the ``cls`` variant is that baseline) and the pipeline cut
-    after the CAMs. Everything else, the puzzle schedule included, stays as configured."""
+    after the CAMs, or after the pseudo labels with ``refine``. Everything else, the
+    puzzle schedule and the refinement included, stays as configured."""
     if variant not in VARIANTS:
         raise ConfigError(f"unknown ablation variant '{variant}'; choose from {list(VARIANTS)}")
     terms = VARIANTS[variant]
@@ -79,7 +90,10 @@ def variant_config(config: RunConfig, variant: str, seed: int) -> RunConfig:
         loop=dataclasses.replace(train_cls.loop, seed=seed),
     )
     return dataclasses.replace(
-        config, name=f"{config.name}-{variant}-seed{seed}", until="cams", train_cls=train_cls
+        config,
+        name=f"{config.name}-{variant}-seed{seed}",
+        until="pseudo-labels" if refine else "cams",
+        train_cls=train_cls,
     )
 
 
@@ -96,31 +110,80 @@ def _mean_std(values: Sequence[float]) -> dict[str, float | None]:
 def summarize(runs: dict[str, dict[int, dict[str, dict[str, float]]]]) -> dict[str, Any]:
     """Mean and std per variant, split and figure; and each seed's gain over ``cls``.
 
-    runs: variant -> seed -> split -> {"miou": ..., "map": ...}.
+    runs: variant -> seed -> split -> {"miou": ..., "map": ...} (CAM mIoU, mAP), with
+    ``"rw"`` and ``"pseudo_labels"`` (their mIoU) in refined runs. Keys: ``{split}_{figure}``
+    (mean, std) and ``{split}_gain`` for the CAMs' gain, ``{split}_{output}_gain`` for the
+    refined outputs'.
     """
     summary: dict[str, Any] = {}
     baseline = runs.get("cls", {})
+    gained = {"miou": "gain", **{output: f"{output}_gain" for output, _ in REFINED}}
     for variant, seeds in runs.items():
         entry: dict[str, Any] = {"label": VARIANTS[variant].label, "seeds": seeds}
         for role in ROLES:
-            for figure in FIGURES:
-                values = [s[role][figure] for s in seeds.values() if role in s]
+            for figure in (*FIGURES, *(output for output, _ in REFINED)):
+                values = [s[role][figure] for s in seeds.values() if figure in s.get(role, {})]
                 if values:
                     entry[f"{role}_{figure}"] = _mean_std(values)
-            gains = {
-                seed: round(s[role]["miou"] - baseline[seed][role]["miou"], 2)
-                for seed, s in seeds.items()
-                if variant != "cls" and role in s and role in baseline.get(seed, {})
-            }
-            if gains:
-                entry[f"{role}_gain"] = {"per_seed": gains, **_mean_std(list(gains.values()))}
+            for figure, name in gained.items():
+                gains = {
+                    seed: round(s[role][figure] - baseline[seed][role][figure], 2)
+                    for seed, s in seeds.items()
+                    if variant != "cls"
+                    and figure in s.get(role, {})
+                    and figure in baseline.get(seed, {}).get(role, {})
+                }
+                if gains:
+                    entry[f"{role}_{name}"] = {
+                        "per_seed": gains,
+                        **_mean_std(list(gains.values())),
+                    }
         summary[variant] = entry
     return summary
 
 
+def _spread(figure: dict[str, float | None]) -> str:
+    return f"± {figure['std']:<3.1f}" if figure["std"] is not None else f"{'':<5}"
+
+
+def _format_refined(summary: dict[str, Any]) -> list[str]:
+    """Table 2's rows: per variant and split, each refined output's mIoU mean ± std, every
+    seed's value and the mean gain over L_cls; none when no sub-run was refined."""
+    lines = []
+    for entry in summary.values():
+        for role in ROLES:
+            cells = []
+            for output, _ in REFINED:
+                if f"{role}_{output}" not in entry:
+                    break
+                figure = entry[f"{role}_{output}"]
+                seeds = " ".join(
+                    f"{s[role][output]:.1f}"
+                    for s in entry["seeds"].values()
+                    if output in s.get(role, {})
+                )
+                gain = entry.get(f"{role}_{output}_gain")
+                cells.append(
+                    f"  {figure['mean']:>8.1f} {_spread(figure)}  {seeds:<20}"
+                    + (f"{gain['mean']:>+7.1f}" if gain else f"{'':>7}")
+                )
+            else:
+                lines.append((f"{entry['label']:<24}{role:<7}" + "".join(cells)).rstrip())
+    if not lines:
+        return []
+    titles = "".join(f"  {title:>14}  {'per seed':<20}{'gain':>7}" for _, title in REFINED)
+    return [
+        "",
+        "Table 2: each variant's CAMs refined (mIoU)",
+        f"{'variant':<24}{'split':<7}{titles}",
+        *lines,
+    ]
+
+
 def format_ablation(summary: dict[str, Any]) -> str:
     """One table: per variant and split the CAM mIoU mean ± std, every seed's value, the
-    gain over L_cls (mean, and the smallest seed's), and the classifier's mAP."""
+    gain over L_cls (mean, and the smallest seed's), and the classifier's mAP; then, for
+    refined runs, the random walk's and the pseudo labels' (the paper's Table 2)."""
     lines = [
         f"{'variant':<24}{'split':<7}{'CAM mIoU':>14}  {'per seed':<20}{'gain':>7}{'min':>7}"
         f"{'mAP':>7}"
@@ -134,12 +197,11 @@ def format_ablation(summary: dict[str, Any]) -> str:
             gain = entry.get(f"{role}_gain")
             gain_text = f"{gain['mean']:>+7.1f}" if gain else f"{'':>7}"
             low = f"{min(gain['per_seed'].values()):>+7.1f}" if gain else f"{'':>7}"
-            spread = f"± {miou['std']:<3.1f}" if miou["std"] is not None else f"{'':<5}"
             lines.append(
-                f"{entry['label']:<24}{role:<7}{miou['mean']:>8.1f} {spread}  "
+                f"{entry['label']:<24}{role:<7}{miou['mean']:>8.1f} {_spread(miou)}  "
                 f"{seeds:<20}{gain_text}{low}{entry[f'{role}_map']['mean']:>7.1f}"
             )
-    return "\n".join(lines)
+    return "\n".join([*lines, *_format_refined(summary)])
 
 
 def _figure(summary: dict[str, Any], path: Path) -> None:
@@ -171,6 +233,22 @@ def _figure(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _seed_figures(metrics: dict[str, Any], refine: bool) -> dict[str, dict[str, float]]:
+    """A sub-run's figures per split: CAM mIoU and mAP, and its refined outputs' mIoU."""
+    cams = metrics.get(METHOD, {})
+    figures = {
+        role: {figure: float(cams[role][figure]) for figure in FIGURES}
+        for role in ROLES
+        if role in cams and all(f in cams[role] for f in FIGURES)
+    }
+    for output, _ in REFINED if refine else ():
+        scores = metrics.get(metric_key(METHOD, output), {})
+        for role in figures:
+            if "miou" in scores.get(role, {}):
+                figures[role][output] = float(scores[role]["miou"])
+    return figures
+
+
 def run_ablation(
     config: RunConfig,
     root: Path,
@@ -179,8 +257,10 @@ def run_ablation(
     dist: DistContext | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    refine: bool = False,
 ) -> dict[str, Any]:
-    """Train and evaluate every (variant, seed) not done yet; write and return the summary."""
+    """Train and evaluate every (variant, seed) not done yet; write and return the summary.
+    ``refine``: also the random walk and pseudo labels of each (the paper's Table 2)."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise ConfigError(f"ablation variants must be among {list(VARIANTS)}, got {unknown}")
@@ -191,19 +271,14 @@ def run_ablation(
     runs: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
     for variant in variants:
         for seed in seeds:
-            sub_config = variant_config(config, variant, seed)
+            sub_config = variant_config(config, variant, seed, refine)
             run = RunDir(sub_run_dir(root, variant, seed))
             if dist.is_main:
                 run.bind(sub_config)
             if dist.is_main:
                 log(f"== ablation {variant} seed {seed}: {run.root}")
             run_pipeline(RunContext(sub_config, run, dist, progress))
-            metrics = run.metrics().get(METHOD, {})
-            runs.setdefault(variant, {})[seed] = {
-                role: {figure: float(metrics[role][figure]) for figure in FIGURES}
-                for role in ROLES
-                if role in metrics and all(f in metrics[role] for f in FIGURES)
-            }
+            runs.setdefault(variant, {})[seed] = _seed_figures(run.metrics(), refine)
     summary = summarize(runs)
     if dist.is_main:
         write_json(root / "ablation.json", summary)
