@@ -179,7 +179,13 @@ def test_report_of_a_full_run(full_run: Path) -> None:
             for split in ("train", "val")
         ]
         assert page.branches[branch][1:] == expected, branch
-    assert page.branches["plain_cam"][0] == "Plain CAM" and "difference" in page.branches
+    assert page.branches["plain_cam"][0] == "Plain CAM"
+    # the difference row subtracts the figures shown above it
+    shown = {b: [float(v) for v in page.branches[b][1:]] for b in ("plain_cam", "puzzle_cam")}
+    assert page.branches["difference"][1:] == [
+        f"{puzzle - plain:+.1f}"
+        for puzzle, plain in zip(shown["puzzle_cam"], shown["plain_cam"], strict=True)
+    ]
     assert 'href="#table2"' in text and "64.16" in text  # the paper's figures beside ours
 
     # the run's settings name the classifier's optimiser and puzzle options (the demo's)

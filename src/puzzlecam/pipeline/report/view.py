@@ -365,8 +365,13 @@ def table2(summary: RunSummary) -> Table2 | None:
     difference = None
     plain, puzzle = table.get("plain_cam"), table.get("puzzle_cam")
     if plain and puzzle:
+        # the difference of the figures shown above it (57.46 and 57.45 are 57.5 and
+        # 57.5: +0.0, not -0.0)
         deltas = [
-            f"{puzzle[c] - plain[c]:+.1f}" if c in puzzle and c in plain else "–" for c in cells
+            f"{round(puzzle[c], 1) - round(plain[c], 1):+.1f}"
+            if c in puzzle and c in plain
+            else "–"
+            for c in cells
         ]
         difference = Table2Row("difference", "Puzzle-CAM − plain CAM", deltas)
     splits = [split for _, split in cells]
