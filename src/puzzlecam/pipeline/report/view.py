@@ -365,8 +365,8 @@ def table2(summary: RunSummary) -> Table2 | None:
     difference = None
     plain, puzzle = table.get("plain_cam"), table.get("puzzle_cam")
     if plain and puzzle:
-        # the difference of the figures shown above it (57.46 and 57.45 are 57.5 and
-        # 57.5: +0.0, not -0.0)
+        # the difference of the figures shown above it: 57.46 against 57.47 is two 57.5s,
+        # +0.0 (it printed -0.0)
         deltas = [
             f"{round(puzzle[c], 1) - round(plain[c], 1):+.1f}"
             if c in puzzle and c in plain
