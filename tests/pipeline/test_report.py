@@ -189,9 +189,13 @@ def test_report_of_a_full_run(full_run: Path) -> None:
     assert 'href="#table2"' in text and "64.16" in text  # the paper's figures beside ours
 
     # the run's settings name the classifier's optimiser and puzzle options (the demo's)
-    for model in ("Classifier", "DeepLabV3+"):
+    for model, optimiser in [
+        ("Classifier", "AdamW lr 0.0003"),
+        ("AffinityNet", "SGD lr 0.02"),
+        ("DeepLabV3+", "AdamW lr 0.0003"),
+    ]:
         row = re.search(f"<th>{re.escape(model)}</th><td>(.*?)</td>", text, re.S)
-        assert row and "AdamW lr 0.0003" in row.group(1), model
+        assert row and optimiser in row.group(1), model
     assert "L_re on max-normalised maps, puzzle terms from 50% of training" in text
 
     # time per stage from the manifest, with its total

@@ -238,7 +238,9 @@ def run_rows(summary: RunSummary) -> list[tuple[str, list[Line]]]:
                 "; the same for each classifier's CAMs (plain CAM and Puzzle-CAM), "
                 "DeepLabV3+ learns from Puzzle-CAM's"
             )
-        aff_model = _model(config.train_aff.backbone, config.train_aff.loop)
+        aff_model = _model(
+            config.train_aff.backbone, config.train_aff.loop, _optimiser(config.train_aff.optim)
+        )
         rows.append(("AffinityNet", [aff_model, [Span(text)]]))
     if config.until == "train-seg":
         seg = config.train_seg
