@@ -18,7 +18,7 @@ from puzzlecam.cams.inference import multiscale_cams
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.training.distributed import resolve_device
-from timing import device_label, median_seconds
+from timing import device_label, median_seconds, offline_weights
 
 
 def _cams_pass(model: CamClassifier, images: torch.Tensor, scales, bf16: bool) -> None:
@@ -41,9 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     name = device_label(device)
-    pretrained = (
-        "efficientnet-lite0-package" if args.backbone == "tf_efficientnet_lite0" else "none"
-    )
+    pretrained = offline_weights(args.backbone)
     model = CamClassifier(BackboneConfig(args.backbone, pretrained, "fix"), 20).to(device).eval()
     images = torch.randint(
         0, 255, (args.batch, 3, args.size, args.size), dtype=torch.uint8, device=device

@@ -24,14 +24,12 @@ from puzzlecam.puzzle.losses import PuzzleConfig, classification_loss
 from puzzlecam.puzzle.tiling import tile
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
 from puzzlecam.training.distributed import resolve_device
-from timing import device_label, median_seconds
+from timing import device_label, median_seconds, offline_weights
 
 
 def _setup(args, device: torch.device, channels_last: bool):
     torch.manual_seed(0)
-    pretrained = (
-        "efficientnet-lite0-package" if args.backbone == "tf_efficientnet_lite0" else "none"
-    )
+    pretrained = offline_weights(args.backbone)
     model = CamClassifier(BackboneConfig(args.backbone, pretrained, args.norm), 20).to(device)
     images = torch.randint(
         0, 255, (args.batch, 3, args.size, args.size), dtype=torch.uint8, device=device

@@ -20,15 +20,13 @@ from puzzlecam.models.segmenter import Segmenter
 from puzzlecam.segmentation.trainer import SegmentationTrainer
 from puzzlecam.training.distributed import resolve_device
 from puzzlecam.training.optim import OptimConfig, build_optimizer, parameter_groups
-from timing import device_label, median_seconds
+from timing import device_label, median_seconds, offline_weights
 
 
 def measure(args, device: torch.device, amp: str, channels_last: bool) -> float:
     """Median seconds per step of a fresh model (same seed) in one precision and layout."""
     torch.manual_seed(0)
-    pretrained = (
-        "efficientnet-lite0-package" if args.backbone == "tf_efficientnet_lite0" else "none"
-    )
+    pretrained = offline_weights(args.backbone)
     model = Segmenter(BackboneConfig(args.backbone, pretrained, args.norm), args.labels)
     trainer = SegmentationTrainer(model).to(device)
     images = torch.randint(0, 255, (args.batch, 3, args.size, args.size), dtype=torch.uint8)

