@@ -25,7 +25,7 @@ from typing import Any
 
 from puzzlecam.errors import ConfigError
 from puzzlecam.io import atomic_write, write_json
-from puzzlecam.pipeline.branches import Output, metric_key
+from puzzlecam.pipeline.branches import TABLE2_COLUMNS, Output, metric_key
 from puzzlecam.pipeline.config import RunConfig
 from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.run_dir import RunDir
@@ -62,12 +62,11 @@ VARIANTS: dict[str, Variant] = {
 ROLES = ("train", "val")
 METHOD = "puzzle_cam"  # the sub-runs' one classifier, whatever its terms
 FIGURES = ("miou", "map")  # what the table reports per split
-REFINED: tuple[tuple[Output, str], ...] = (
-    ("rw", "random walk"),
-    ("pseudo_labels", "pseudo labels"),
+REFINED: tuple[tuple[Output, str], ...] = tuple(
+    (output, title) for output, title in TABLE2_COLUMNS if output != "cams"
 )
-"""What ``refine`` adds per split, as the paper's Table 2 columns after the CAMs: output
-(its mIoU is the figure of that name), title."""
+"""What ``refine`` adds per split: the paper's Table 2 columns after the CAMs (output,
+whose mIoU is the figure of that name; title)."""
 
 
 def variant_config(config: RunConfig, variant: str, seed: int, refine: bool = False) -> RunConfig:
