@@ -23,6 +23,7 @@ __all__ = [
     "classification_loss",
     "reconstruction_loss",
     "alpha_schedule",
+    "scale_tiles",
     "puzzle_losses",
 ]
 
@@ -44,6 +45,12 @@ class PuzzleConfig:
     each map's maximum, i.e. the CAMs' shapes. Raw maps can satisfy L_re by shrinking
     (all maps towards one value), which on small images with small tiles wins over
     classification; normalised maps cannot.
+
+    ``tile_scale`` (not in the paper, 1 there): each tile is resized by this factor
+    before the encoder, and its merged maps are resized back onto the full image's map
+    grid. On small images the paper's tiles give maps of a few cells (4 x 4 for a
+    128-px image at stride 16), coarser than the full image's; larger tiles give the
+    tiles' maps the cells the full image has, at tile_scale² times the tiles' cost.
     """
 
     grid: int = 2
@@ -54,6 +61,7 @@ class PuzzleConfig:
     alpha_ramp: float = 0.5
     start: float = 0.0
     reconstruction_level: Literal["raw", "normalized"] = "raw"
+    tile_scale: float = 1.0
 
     @property
     def uses_tiles(self) -> bool:
@@ -75,6 +83,11 @@ class PuzzleConfig:
             0.0 <= self.start < 1.0,
             "start",
             f"is a fraction of training, in [0, 1), got {self.start}",
+        )
+        require(
+            0.0 < self.tile_scale < math.inf,
+            "tile_scale",
+            f"must be above 0, got {self.tile_scale}",
         )
 
 
@@ -107,6 +120,17 @@ def reconstruction_loss(
     return (error * targets[:, :, None, None]).mean()
 
 
+def scale_tiles(tiles: torch.Tensor, factor: float) -> torch.Tensor:
+    """Resize every tile by ``factor`` (bilinear; 1 returns the tiles unchanged).
+
+    tiles: (N, C, h, w) -> (N, C, round(h * factor), round(w * factor)).
+    """
+    if factor == 1.0:
+        return tiles
+    size = (round(tiles.shape[-2] * factor), round(tiles.shape[-1] * factor))
+    return F.interpolate(tiles, size=size, mode="bilinear", align_corners=False)
+
+
 def alpha_schedule(progress: float, alpha_max: float, ramp: float) -> float:
     """alpha at ``progress`` in [0, 1] of training: linear from 0 over ``ramp``, then flat."""
     if ramp <= 0.0:
@@ -131,7 +155,7 @@ def puzzle_losses(
     pcls_loss, re_loss = zero, zero
     alpha = alpha_schedule(progress - config.start, config.alpha_max, config.alpha_ramp)
     if config.uses_tiles and progress >= config.start:
-        tiled = model(tile(images, config.grid))
+        tiled = model(scale_tiles(tile(images, config.grid), config.tile_scale))
         merged = merge_onto(tiled.cams, config.grid, full.cams.shape[-2:])
         if config.puzzle_classification:
             pcls_loss = classification_loss(merged.mean(dim=(2, 3)), targets)
