@@ -1,6 +1,12 @@
 import pytest
 
-from puzzlecam.dataclass_yaml import apply_overrides, config_hash, from_dict, to_dict
+from puzzlecam.dataclass_yaml import (
+    apply_overrides,
+    config_hash,
+    fingerprint_data,
+    from_dict,
+    to_dict,
+)
 from puzzlecam.errors import ConfigError
 from puzzlecam.pipeline.config import RunConfig, load_run_config
 
@@ -136,3 +142,16 @@ def test_device_and_cam_layout_are_not_fingerprinted_but_other_settings_are():
     assert config_hash(off) == config_hash(load_run_config("demo"))
     other = load_run_config("demo", ("cams.flip=false",))
     assert config_hash(other) != config_hash(load_run_config("demo"))
+
+
+def test_an_option_added_at_its_default_keeps_a_run_config_hash():
+    # stage fingerprints of runs made before puzzle.tile_scale existed were hashed from
+    # the puzzle settings without it: at its default it must still be absent
+    config = load_run_config("demo")
+    puzzle = fingerprint_data(config)["train_cls"]["puzzle"]
+    assert "tile_scale" not in puzzle and "reconstruction_level" in puzzle
+    # set to anything else, it counts like any other setting
+    zoomed = load_run_config("demo", ("train_cls.puzzle.tile_scale=2",))
+    assert fingerprint_data(zoomed)["train_cls"]["puzzle"]["tile_scale"] == 2
+    assert config_hash(zoomed) != config_hash(config)
+    assert to_dict(config)["train_cls"]["puzzle"]["tile_scale"] == 1  # kept for the record

@@ -155,6 +155,19 @@ executes, when it gives up); ``config_hash`` leaves it out, so changing it (or a
 to a config class) keeps every run directory and stage fingerprint valid."""
 
 
+FINGERPRINTED_UNLESS_DEFAULT = {"fingerprint": "unless_default"}
+"""``field(metadata=FINGERPRINTED_UNLESS_DEFAULT)``: an option added after runs existed,
+whose default changes nothing; ``config_hash`` counts it only when it is set to something
+else, so adding it keeps every finished stage of those runs valid."""
+
+
+def _fingerprinted(config: Any, field: dataclasses.Field) -> bool:
+    mode = field.metadata.get("fingerprint", True)
+    if mode == "unless_default":
+        return getattr(config, field.name) != field.default
+    return bool(mode)
+
+
 def to_dict(config: Any) -> Any:
     """Plain data (dicts, lists, scalars) from a dataclass config."""
     if dataclasses.is_dataclass(config):
@@ -169,12 +182,13 @@ def to_dict(config: Any) -> Any:
 
 
 def fingerprint_data(config: Any) -> Any:
-    """``to_dict(config)`` without the fields marked ``NOT_FINGERPRINTED``."""
+    """``to_dict(config)`` without the fields marked ``NOT_FINGERPRINTED``, nor those
+    marked ``FINGERPRINTED_UNLESS_DEFAULT`` that hold their default."""
     if dataclasses.is_dataclass(config):
         return {
             f.name: fingerprint_data(getattr(config, f.name))
             for f in dataclasses.fields(config)
-            if f.metadata.get("fingerprint", True)
+            if _fingerprinted(config, f)
         }
     if isinstance(config, Mapping):
         return {str(key): fingerprint_data(value) for key, value in config.items()}

@@ -6,14 +6,14 @@ Plain CAM is the same code with the puzzle terms switched off.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from puzzlecam.cams.inference import normalize_cams
-from puzzlecam.dataclass_yaml import require
+from puzzlecam.dataclass_yaml import FINGERPRINTED_UNLESS_DEFAULT, require
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.puzzle.tiling import merge_onto, tile
 
@@ -61,7 +61,8 @@ class PuzzleConfig:
     alpha_ramp: float = 0.5
     start: float = 0.0
     reconstruction_level: Literal["raw", "normalized"] = "raw"
-    tile_scale: float = 1.0
+    # added after runs existed: at 1 it leaves their fingerprints as they were
+    tile_scale: float = field(default=1.0, metadata=FINGERPRINTED_UNLESS_DEFAULT)
 
     @property
     def uses_tiles(self) -> bool:
