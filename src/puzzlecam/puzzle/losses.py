@@ -50,7 +50,9 @@ class PuzzleConfig:
     before the encoder, and its merged maps are resized back onto the full image's map
     grid. On small images the paper's tiles give maps of a few cells (4 x 4 for a
     128-px image at stride 16), coarser than the full image's; larger tiles give the
-    tiles' maps the cells the full image has, at tile_scale² times the tiles' cost.
+    tiles' maps the cells the full image has, at tile_scale² times the tiles' cost. It
+    also shows the classifier the items zoomed: on the demo its gain is the zoom's, the
+    whole image zoomed without tiles gains as much (docs/experiments.md, E46).
     """
 
     grid: int = 2
