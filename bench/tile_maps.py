@@ -13,7 +13,7 @@ raw values inside the objects, within ``--margin`` px around them, and further a
 objects in pixels, relative to the network's receptive field, at the same tile grid.
 
     .venv/bin/python bench/tile_maps.py RUN [--branch puzzle_cam] [--split train]
-        [--limit 200] [--scale 1.0] [--grid 2] [--margin 16]
+        [--limit 200] [--scale 1.0] [--grid 2] [--tile-scale 1.0] [--margin 16]
 """
 
 from __future__ import annotations
@@ -35,16 +35,19 @@ from puzzlecam.metrics import DEFAULT_THRESHOLDS, evaluate_directory
 from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.pipeline.trained import load_classifier
+from puzzlecam.puzzle.losses import scale_tiles
 from puzzlecam.puzzle.tiling import merge_onto, tile
 
 
 def full_and_merged_maps(
-    model: torch.nn.Module, image: torch.Tensor, grid: int
+    model: torch.nn.Module, image: torch.Tensor, grid: int, tile_scale: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw class maps of one image (1, 3, H, W): the full image's and its tiles' merged,
-    both (C, h, w) on the full image's grid."""
+    """Raw class maps of one image (1, 3, H, W): the full image's and its tiles' merged
+    (each tile resized by ``tile_scale`` first, as ``puzzle.tile_scale``), both (C, h, w)
+    on the full image's grid."""
     full = model(image).cams
-    merged = merge_onto(model(tile(image, grid)).cams, grid, full.shape[-2:])
+    tiles = scale_tiles(tile(image, grid), tile_scale)
+    merged = merge_onto(model(tiles).cams, grid, full.shape[-2:])
     return full[0], merged[0]
 
 
@@ -77,6 +80,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200, help="first N images with masks")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--grid", type=int, default=2)
+    parser.add_argument(
+        "--tile-scale", type=float, default=1.0, help="resize each tile first (E44)"
+    )
     parser.add_argument("--margin", type=int, default=16, help="px around the objects")
     args = parser.parse_args()
 
@@ -96,7 +102,7 @@ def main() -> None:
                     image, scale_factor=args.scale, mode="bilinear", align_corners=False
                 )
             for name, maps in zip(
-                regions, full_and_merged_maps(model, image, args.grid), strict=True
+                regions, full_and_merged_maps(model, image, args.grid, args.tile_scale), strict=True
             ):
                 up = F.interpolate(
                     maps[None], size=mask.shape, mode="bilinear", align_corners=False
@@ -109,7 +115,7 @@ def main() -> None:
                 )
         print(
             f"{args.run} ({args.branch}), {args.split}: {len(samples)} images, scale "
-            f"{args.scale}, grid {args.grid}, single scale, no flip"
+            f"{args.scale}, grid {args.grid}, tiles at x{args.tile_scale:g}, single scale, no flip"
         )
         print(
             f"{'maps':8s} {'mIoU':>6s} {'thr':>5s} {'FP':>5s} {'FN':>5s}   raw value: "
