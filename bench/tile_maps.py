@@ -35,8 +35,7 @@ from puzzlecam.metrics import DEFAULT_THRESHOLDS, evaluate_directory
 from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.pipeline.trained import load_classifier
-from puzzlecam.puzzle.losses import scale_tiles
-from puzzlecam.puzzle.tiling import merge_onto, tile
+from puzzlecam.puzzle.tiling import merge_onto, scale_tiles, tile
 
 
 def full_and_merged_maps(

@@ -10,7 +10,6 @@ from puzzlecam.puzzle.losses import (
     classification_loss,
     puzzle_losses,
     reconstruction_loss,
-    scale_tiles,
 )
 
 
@@ -83,18 +82,6 @@ def test_warm_start_keeps_puzzle_terms_off_until_start():
     assert alpha_schedule(-0.1, 4.0, 0.0) == 0.0
 
 
-def test_scale_tiles_bilinear_hand_computed():
-    tiles = torch.tensor([[[[0.0, 2.0], [4.0, 6.0]]]])  # (1, 1, 2, 2)
-    assert scale_tiles(tiles, 1.0) is tiles
-    up = scale_tiles(tiles, 2.0)
-    # half-pixel centres: output rows/columns sample 0, 0.25, 0.75, 1 of the source
-    expected = torch.tensor(
-        [[0.0, 0.5, 1.5, 2.0], [1.0, 1.5, 2.5, 3.0], [3.0, 3.5, 4.5, 5.0], [4.0, 4.5, 5.5, 6.0]]
-    )
-    assert torch.allclose(up[0, 0], expected)
-    assert scale_tiles(torch.zeros(8, 3, 64, 64), 1.5).shape == (8, 3, 96, 96)
-
-
 class _RecordingMaps(_LinearMaps):
     def __init__(self) -> None:
         super().__init__()
@@ -113,8 +100,9 @@ def test_tile_scale_feeds_larger_tiles_and_merges_onto_the_full_grid():
     config = PuzzleConfig(tile_scale=2.0, alpha_max=1.0, alpha_ramp=0.0)
     losses = puzzle_losses(model, images, targets, config, progress=0.5)
     assert model.input_sizes == [(1, 3, 4, 4), (4, 3, 4, 4)]  # 2x2 tiles seen at 4x4
-    # tile (0, 0)'s map upsampled (see the test above), its 2x2 blocks averaged back:
-    # [[0.75, 2.25], [3.75, 5.25]] against [[0, 2], [4, 6]]: |error| 2.0 over 1*2*4*4 entries
+    # tile (0, 0)'s map upsampled (the values of test_tiling's scale_tiles test), its 2x2
+    # blocks averaged back: [[0.75, 2.25], [3.75, 5.25]] against [[0, 2], [4, 6]]:
+    # |error| 2.0 over 1*2*4*4 entries
     assert losses.reconstruction.item() == pytest.approx(2.0 / 32)
     plain_tiles = puzzle_losses(model, images, targets, PuzzleConfig(), progress=0.5)
     assert plain_tiles.reconstruction.item() == pytest.approx(0.0, abs=1e-7)

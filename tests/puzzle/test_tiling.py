@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from puzzlecam.puzzle.tiling import merge, merge_onto, tile
+from puzzlecam.puzzle.tiling import merge, merge_onto, scale_tiles, tile
 
 
 def test_tile_order_matches_hand_built_tiles():
@@ -63,3 +63,15 @@ def test_merge_onto_keeps_a_matching_grid_and_resizes_a_different_one():
     assert resized.shape == (1, 1, 4, 4)
     assert torch.allclose(resized[0, 0, 0], torch.tensor([1.0, 1.25, 1.75, 2.0]))
     assert torch.allclose(resized[0, 0, :, 0], torch.tensor([1.0, 1.5, 2.5, 3.0]))
+
+
+def test_scale_tiles_bilinear_hand_computed():
+    tiles = torch.tensor([[[[0.0, 2.0], [4.0, 6.0]]]])  # (1, 1, 2, 2)
+    assert scale_tiles(tiles, 1.0) is tiles
+    up = scale_tiles(tiles, 2.0)
+    # half-pixel centres: output rows/columns sample 0, 0.25, 0.75, 1 of the source
+    expected = torch.tensor(
+        [[0.0, 0.5, 1.5, 2.0], [1.0, 1.5, 2.5, 3.0], [3.0, 3.5, 4.5, 5.0], [4.0, 4.5, 5.5, 6.0]]
+    )
+    assert torch.allclose(up[0, 0], expected)
+    assert scale_tiles(torch.zeros(8, 3, 64, 64), 1.5).shape == (8, 3, 96, 96)

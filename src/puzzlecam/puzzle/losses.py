@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from puzzlecam.cams.inference import normalize_cams
 from puzzlecam.dataclass_yaml import FINGERPRINTED_UNLESS_DEFAULT, require
 from puzzlecam.models.classifier import CamClassifier
-from puzzlecam.puzzle.tiling import merge_onto, tile
+from puzzlecam.puzzle.tiling import merge_onto, scale_tiles, tile
 
 __all__ = [
     "PuzzleConfig",
@@ -23,7 +23,6 @@ __all__ = [
     "classification_loss",
     "reconstruction_loss",
     "alpha_schedule",
-    "scale_tiles",
     "puzzle_losses",
 ]
 
@@ -121,17 +120,6 @@ def reconstruction_loss(
     difference = cams - merged_cams
     error = difference.abs() if kind == "l1" else difference.square()
     return (error * targets[:, :, None, None]).mean()
-
-
-def scale_tiles(tiles: torch.Tensor, factor: float) -> torch.Tensor:
-    """Resize every tile by ``factor`` (bilinear; 1 returns the tiles unchanged).
-
-    tiles: (N, C, h, w) -> (N, C, round(h * factor), round(w * factor)).
-    """
-    if factor == 1.0:
-        return tiles
-    size = (round(tiles.shape[-2] * factor), round(tiles.shape[-1] * factor))
-    return F.interpolate(tiles, size=size, mode="bilinear", align_corners=False)
 
 
 def alpha_schedule(progress: float, alpha_max: float, ramp: float) -> float:

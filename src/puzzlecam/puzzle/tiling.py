@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["tile", "merge", "merge_onto"]
+__all__ = ["tile", "scale_tiles", "merge", "merge_onto"]
 
 
 def tile(x: torch.Tensor, grid: int = 2) -> torch.Tensor:
@@ -26,6 +26,17 @@ def tile(x: torch.Tensor, grid: int = 2) -> torch.Tensor:
     tiles = x.reshape(batch, channels, grid, tile_h, grid, tile_w)
     tiles = tiles.permute(2, 4, 0, 1, 3, 5)  # (g, g, B, C, th, tw)
     return tiles.reshape(grid * grid * batch, channels, tile_h, tile_w)
+
+
+def scale_tiles(tiles: torch.Tensor, factor: float) -> torch.Tensor:
+    """Resize every tile by ``factor`` (bilinear; 1 returns the tiles unchanged).
+
+    tiles: (N, C, h, w) -> (N, C, round(h * factor), round(w * factor)).
+    """
+    if factor == 1.0:
+        return tiles
+    size = (round(tiles.shape[-2] * factor), round(tiles.shape[-1] * factor))
+    return F.interpolate(tiles, size=size, mode="bilinear", align_corners=False)
 
 
 def merge(tiles: torch.Tensor, grid: int = 2, size: tuple[int, int] | None = None) -> torch.Tensor:
