@@ -163,7 +163,7 @@ else, so adding it keeps every finished stage of those runs valid."""
 
 def _fingerprinted(config: Any, field: dataclasses.Field) -> bool:
     mode = field.metadata.get("fingerprint", True)
-    if mode == "unless_default":
+    if mode == FINGERPRINTED_UNLESS_DEFAULT["fingerprint"]:
         return getattr(config, field.name) != field.default
     return bool(mode)
 
