@@ -462,6 +462,16 @@ def test_distractor_builds_are_deterministic(clutter_built: Path, tmp_path: Path
     np.testing.assert_array_equal(np.random.get_state()[1], state)
 
 
+def test_rendering_in_several_processes_writes_the_same_files(
+    clutter_built: Path, tmp_path: Path
+) -> None:
+    # each image depends only on its own generators, so the pool's scheduling changes nothing
+    build_demo_dataset(tmp_path / "one", CLUTTER, workers=1)
+    build_demo_dataset(tmp_path / "three", CLUTTER, workers=3)
+    assert all_files(tmp_path / "one") == all_files(clutter_built)
+    assert all_files(tmp_path / "three") == all_files(clutter_built)
+
+
 def test_distractor_has_an_items_shades_and_area() -> None:
     data = fm.load_bundled_fashion_mnist("test", max_items=20)
     items = demo._prepare_items(data, np.arange(20), 10, tuple(range(10)))

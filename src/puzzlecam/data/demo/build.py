@@ -27,6 +27,7 @@ from puzzlecam.data.demo.render import _Rendered
 from puzzlecam.dataclass_yaml import differences
 from puzzlecam.errors import DataError
 from puzzlecam.io import atomic_write, read_json, save_label_png, write_json
+from puzzlecam.parallel import default_workers
 
 __all__ = ["build_demo_dataset"]
 
@@ -42,6 +43,7 @@ def build_demo_dataset(
     config: DemoDataConfig | None = None,
     source: str | Path | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> DemoSummary:
     """Build (or finish, or find) the demo benchmark under ``root``; see the package docstring.
 
@@ -53,7 +55,8 @@ def build_demo_dataset(
     A root holding a complete build of the same config is returned at once (``reused=True``);
     an interrupted build is completed (missing files written, stray temp files removed); a
     root holding a build of another config, or other files, raises DataError. Nothing is
-    printed.
+    printed. Images are rendered in ``workers`` processes (default: one per core, at most
+    ``parallel.MAX_DEFAULT_WORKERS``); the files are the same for any number.
     """
     root = Path(root)
     config = config if config is not None else DemoDataConfig()
@@ -78,7 +81,7 @@ def build_demo_dataset(
     # files are written by a few threads: fsync waits overlap with rendering
     with ThreadPoolExecutor(max_workers=_WRITER_THREADS) as writers:
         pending: deque[Future[None]] = deque()
-        for split, image_id, rendered in _render_all(config, pools):
+        for split, image_id, rendered in _render_all(config, pools, workers or default_workers()):
             xml = _annotation_xml(image_id, config.image_size, rendered.objects).encode()
             for part in (
                 image_id.encode(),

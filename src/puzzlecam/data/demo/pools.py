@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from puzzlecam.data.fashion_mnist import (
     read_idx,
 )
 from puzzlecam.errors import ConfigError, DataError
+from puzzlecam.parallel import imap_images
 
 # demo split -> (Fashion-MNIST split, seed stream code, items in the bundled subset)
 _SPLITS: Mapping[str, tuple[Split, int, int]] = {
@@ -150,9 +152,10 @@ def _check_pools(
 
 
 def _render_all(
-    config: DemoDataConfig, pools: Mapping[str, FashionMnistSplit]
+    config: DemoDataConfig, pools: Mapping[str, FashionMnistSplit], workers: int = 1
 ) -> Iterator[tuple[str, str, _Rendered]]:
-    """Every image of every split, in order: (split, image id, rendering)."""
+    """Every image of every split, in order: (split, image id, rendering), rendered in
+    ``workers`` processes."""
     for split, (_, stream, _) in _SPLITS.items():
         count = config.num_images(split)
         if count == 0:
@@ -202,7 +205,19 @@ def _render_all(
                 (rng, [prepared[int(i)] for i in sources])
                 for rng, sources in zip(clutter_rngs, lent, strict=True)
             ]
-        for image_id, rng, indices, clutter in zip(
-            demo_image_ids(split, count), rngs, chosen, extras, strict=True
-        ):
-            yield split, image_id, _render(rng, [items[int(i)] for i in indices], config, clutter)
+        jobs = [
+            (rng, [items[int(i)] for i in indices], config, clutter)
+            for rng, indices, clutter in zip(rngs, chosen, extras, strict=True)
+        ]
+        # each image is a function of its own generators: rendering them in parallel
+        # changes no byte, and the order of the results is kept
+        rendered = imap_images(_render_job, jobs, workers, chunksize=4)
+        for image_id, image in zip(demo_image_ids(split, count), rendered, strict=True):
+            yield split, image_id, image
+
+
+def _render_job(
+    job: tuple[np.random.Generator, list[_Item], DemoDataConfig, Any],
+) -> _Rendered:
+    """:func:`_render` of one image's arguments (a module-level function: picklable)."""
+    return _render(*job)
