@@ -27,6 +27,23 @@ def _cams_pass(model: CamClassifier, images: torch.Tensor, scales, bf16: bool) -
         multiscale_cams(model, images, scales, flip=True)
 
 
+def cams_images_per_second(
+    model: CamClassifier,
+    images: torch.Tensor,
+    scales,
+    precision: str,
+    channels_last: bool,
+    repeats: int,
+) -> float:
+    """Images/s of the CAM pass over ``images`` (B, 3, H, W) in ``precision`` (fp32 or
+    bf16) and the given memory layout; leaves ``model`` in that layout."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
+    batch = images.contiguous(memory_format=layout)
+    one_pass = partial(_cams_pass, model, batch, scales, bf16=precision == "bf16")
+    return len(images) / median_seconds(one_pass, images.device, repeats, warmup=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -55,12 +72,9 @@ def main() -> None:
         variants += [("fp32", True), ("bf16", False), ("bf16", True)]
     baseline = None
     for precision, channels_last in variants:
-        model = model.to(
-            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        rate = cams_images_per_second(
+            model, images, args.scales, precision, channels_last, args.repeats
         )
-        batch = images.contiguous(memory_format=torch.channels_last) if channels_last else images
-        one_pass = partial(_cams_pass, model, batch, args.scales, bf16=precision == "bf16")
-        rate = args.batch / median_seconds(one_pass, device, args.repeats, warmup=1)
         baseline = baseline or rate
         layout = "channels_last" if channels_last else "contiguous"
         print(f"{precision:<6}{layout:<15}{rate:>9.1f} images/s{rate / baseline:>8.2f}x vs fp32")

@@ -37,6 +37,8 @@ __all__ = [
     "Variant",
     "variant_config",
     "run_ablation",
+    "seed_figures",
+    "sub_run_dir",
     "summarize",
     "format_ablation",
 ]
@@ -232,7 +234,7 @@ def _figure(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _seed_figures(metrics: dict[str, Any], refine: bool) -> dict[str, dict[str, float]]:
+def seed_figures(metrics: dict[str, Any], refine: bool) -> dict[str, dict[str, float]]:
     """A sub-run's figures per split: CAM mIoU and mAP, and its refined outputs' mIoU."""
     cams = metrics.get(METHOD, {})
     figures = {
@@ -277,7 +279,7 @@ def run_ablation(
             if dist.is_main:
                 log(f"== ablation {variant} seed {seed}: {run.root}")
             run_pipeline(RunContext(sub_config, run, dist, progress))
-            runs.setdefault(variant, {})[seed] = _seed_figures(run.metrics(), refine)
+            runs.setdefault(variant, {})[seed] = seed_figures(run.metrics(), refine)
     summary = summarize(runs)
     if dist.is_main:
         write_json(root / "ablation.json", summary)
