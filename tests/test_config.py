@@ -133,6 +133,19 @@ def test_plain_names_and_devices_are_accepted():
         assert load_run_config("demo", (f"device={device}",)).device == device
 
 
+def test_bare_on_and_off_are_the_choices_not_booleans(tmp_path):
+    # YAML 1.1 reads bare on/off as true/false: the AMP and layout switches take them
+    config = load_run_config("demo", ("train_cls.loop.amp=off", "train_seg.loop.channels_last=on"))
+    assert config.train_cls.loop.amp == "off" and config.train_seg.loop.channels_last == "on"
+    path = tmp_path / "run.yaml"
+    path.write_text("name: x\ntrain_aff:\n  loop:\n    amp: off\n    channels_last: off\n")
+    loop = load_run_config(path).train_aff.loop
+    assert (loop.amp, loop.channels_last) == ("off", "off")
+    assert load_run_config(path) == load_run_config(path, ("train_aff.loop.amp='off'",))
+    with pytest.raises(ConfigError, match=r"amp: True is not one of"):
+        load_run_config("demo", ("train_cls.loop.amp=on",))  # amp has no "on": say so
+
+
 def test_device_and_cam_layout_are_not_fingerprinted_but_other_settings_are():
     assert config_hash(RunConfig(device="cpu")) == config_hash(RunConfig())
     assert to_dict(RunConfig(device="cpu"))["device"] == "cpu"  # kept for the record

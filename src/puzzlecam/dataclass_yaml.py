@@ -45,6 +45,10 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         return value
     if origin is Literal:
         allowed = get_args(hint)
+        # YAML 1.1 reads a bare on/off (yes/no) as a bool: `--set train_cls.loop.amp=off`
+        # must mean the choice "off", not be refused as False
+        if isinstance(value, bool) and ("on" if value else "off") in allowed:
+            value = "on" if value else "off"
         if value not in allowed:
             raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
         return value

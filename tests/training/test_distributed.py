@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from puzzlecam.training.distributed import DistContext, shard
+from puzzlecam.training.distributed import DistContext, init_distributed, shard
 from puzzlecam.training.loop import load_weights
 
 pytestmark = pytest.mark.slow
@@ -93,3 +93,19 @@ def test_shard_partitions_the_list():
     shards = [shard(items, DistContext(rank=r, world_size=3)) for r in range(3)]
     assert sorted(sum(shards, [])) == items
     assert all(not set(a) & set(b) for i, a in enumerate(shards) for b in shards[i + 1 :])
+
+
+def test_one_process_on_a_second_gpu_makes_it_the_current_device(monkeypatch):
+    # the loaders' pinned memory and the bf16 check use the current CUDA device: under
+    # --device cuda:1 it must be cuda:1, not cuda:0 (no GPU needed: torch.cuda faked)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    context = init_distributed("cuda:1")
+    assert context.device == torch.device("cuda:1") and not context.enabled
+    assert made_current == [torch.device("cuda:1")]
+    assert init_distributed("cpu").device == torch.device("cpu")
+    assert made_current == [torch.device("cuda:1")]  # the CPU leaves CUDA alone

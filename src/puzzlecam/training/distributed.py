@@ -94,15 +94,18 @@ def init_distributed(device: str = "auto") -> DistContext:
     """Join the process group torchrun describes in the environment (if any).
 
     Backend: NCCL on CUDA, gloo on the CPU. Without torchrun's variables this is a
-    one-process context and nothing is initialised.
+    one-process context and no process group is made. On CUDA the device becomes the
+    process's current device.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device, local_rank)
+    if resolved.type == "cuda":
+        # also with one process: the loaders' pinned memory and the bf16 check use the
+        # current device, which would otherwise be cuda:0 under --device cuda:1
+        torch.cuda.set_device(resolved)
     if world_size > 1 and not dist.is_initialized():
-        if resolved.type == "cuda":
-            torch.cuda.set_device(resolved)
         dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=resolved)
 
