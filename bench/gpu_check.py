@@ -28,6 +28,7 @@ OUT: the positional argument, else ``$OUT``, else ``runs/gpu_check/out``. Everyt
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import datetime
@@ -274,6 +275,15 @@ def ensure_packages(wheels: Path, work: Path, env: dict[str, str]) -> dict[str, 
     return done
 
 
+def pack_logs(out: Path, work: Path) -> None:
+    """``out/logs.tar.gz``: every command's output and the runs' metrics and manifests."""
+    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
+        tar.add(work / "logs", arcname="logs")
+        for name in ("metrics.json", "manifest.json", "ablation.txt"):
+            for path in work.glob(f"**/{name}"):
+                tar.add(path, arcname=str(path.relative_to(work)))
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -300,18 +310,22 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def run_tests(env: dict[str, str], logs: Path, timeout: float) -> dict[str, Any]:
-    job = Job("tests", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p",
-                        "no:cacheprovider", "tests"], logs / "tests.log")  # fmt: skip
-    job.start(env)
-    deadline = time.perf_counter() + timeout
+def tests_job(logs: Path) -> Job:
+    return Job("tests", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p",
+                         "no:cacheprovider", "tests"], logs / "tests.log")  # fmt: skip
+
+
+def test_results(job: Job, deadline: float) -> dict[str, Any]:
+    """The CUDA tests' counts and failures once ``job`` ends (stopped at ``deadline``)."""
     while not job.poll() and time.perf_counter() < deadline:
         time.sleep(0.5)
     job.stop()
     text = job.log.read_text(errors="replace")
     found = re.findall(r"^=*\s*(\d+ (?:passed|failed|skipped|error).*?)\s*=*$", text, re.M)
     counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|skipped|errors?)", found[-1])} if found else {}  # fmt: skip
-    return {**job.record(), "summary": found[-1] if found else job.tail(5), "counts": counts}
+    failures = re.findall(r"^(?:FAILED|ERROR) .*$", text, re.M)
+    return {**job.record(), "summary": found[-1] if found else job.tail(5), "counts": counts,
+            "failures": failures}  # fmt: skip
 
 
 def speed(profile: Profile, device, deadline: float) -> dict[str, Any]:
@@ -664,6 +678,15 @@ def main() -> int:
     parser.add_argument("--wheels", default=str(REPO / ".whl"), help="wheels for a bare machine")
     parser.add_argument("--budget", type=float, help="seconds for the whole script")
     parser.add_argument(
+        "--fashion-mnist", default=str(REPO / ".fashion-mnist"),
+        help="the full Fashion-MNIST idx files, for more demo images than the bundled items "
+        "make (carried to a bare machine)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-counts", type=int, nargs=2, metavar=("TRAIN", "VAL"),
+        help="at most this many train / val images per size (default 3000 500)",
+    )  # fmt: skip
+    parser.add_argument(
         "--sizes", type=int, nargs="+", help="the regime's image sizes, first first (default "
         "512 256; dry run 64 96)"
     )  # fmt: skip
@@ -678,17 +701,24 @@ def main() -> int:
         profile = dataclasses.replace(profile, budget=args.budget)
     if args.sizes:
         profile = dataclasses.replace(profile, regime_sizes=tuple(args.sizes))
+    if args.max_counts:
+        profile = dataclasses.replace(profile, max_counts=tuple(args.max_counts))
     deadline = started + profile.budget
     work = Path(args.work or REPO / ("runs/gpu_check-dry" if args.dry_run else "runs/gpu_check"))
     out = Path(args.out or os.environ.get("OUT") or work / "out")
     logs = work / "logs"
     for folder in (work, out, logs):
         folder.mkdir(parents=True, exist_ok=True)
+    atexit.register(pack_logs, out, work)  # also when the script itself breaks
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
            "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}  # fmt: skip
 
     result: dict[str, Any] = {"dry_run": args.dry_run, "budget_s": profile.budget}
     result["packages"] = ensure_packages(Path(args.wheels), work, env)
+    from puzzlecam.data.fashion_mnist import FASHION_MNIST_ENV
+
+    if Path(args.fashion_mnist).is_dir():  # the full set: more images than the bundled items
+        env[FASHION_MNIST_ENV] = str(Path(args.fashion_mnist).resolve())
     import torch
 
     from puzzlecam.io import write_json
@@ -731,11 +761,12 @@ def main() -> int:
         finally:
             save()
 
+    tests = tests_job(logs)
     if "tests" in args.sections:
-        result["tests"] = guarded(
-            "tests", lambda: run_tests(env, logs, min(150.0, deadline - time.perf_counter()))
-        )
+        tests.start(env)  # beside the data and the sub-runs; alone before the timings
     if "speed" in args.sections:
+        if "tests" in args.sections:
+            result["tests"] = guarded("tests", lambda: test_results(tests, started + 200.0))
         torch.manual_seed(0)
         result["speed"] = guarded(
             "speed", lambda: speed(profile, device, deadline=started + 0.35 * profile.budget)
@@ -753,6 +784,10 @@ def main() -> int:
                 time.sleep(0.5)
             if job.rc != 0:
                 result.setdefault("errors", {})[job.name] = job.tail()
+        built = tuple(
+            s for s, job in zip(profile.regime_sizes, background, strict=True) if job.rc == 0
+        )
+        profile = dataclasses.replace(profile, regime_sizes=built)
         # GPU seconds left for the sub-runs: the end less the summary's and start-up's
         left = deadline - time.perf_counter() - 40.0
         sizes, train, val = choose_counts(profile, config, calibration, left)
@@ -766,7 +801,10 @@ def main() -> int:
         }  # fmt: skip
         print(f"== regime: sizes {sizes}, {train} train / {val} val, {slots} at once", flush=True)
         for size in sizes:
-            root = subset_root(work / f"data/demo{size}", work / f"voc{size}-n{train}", train, val)
+            root = guarded(f"data{size}", lambda s=size: subset_root(
+                work / f"data/demo{s}", work / f"voc{s}-n{train}", train, val))  # fmt: skip
+            if root is None:
+                continue
             settings = regime_settings(profile, config, size, root)
             for seed in SEEDS:
                 for variant in VARIANTS:
@@ -802,12 +840,9 @@ def main() -> int:
     print(f"== jobs: {len(jobs)}, {slots} at a time", flush=True)
     run_jobs(jobs, env, slots, deadline - 20.0, lambda: guarded("progress", collect))
     guarded("collect", collect)
+    if "tests" in args.sections and "tests" not in result:
+        result["tests"] = guarded("tests", lambda: test_results(tests, deadline - 15.0))
     save()
-    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
-        tar.add(logs, arcname="logs")
-        for name in ("metrics.json", "manifest.json", "ablation.txt"):
-            for path in work.glob(f"**/{name}"):
-                tar.add(path, arcname=str(path.relative_to(work)))
     table = format_table(result)
     print(table)
     failed = [c["check"] for c in result["checks"] if not c["ok"]]

@@ -56,7 +56,7 @@ from puzzlecam.puzzle.losses import PuzzleConfig
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
 from puzzlecam.segmentation.model_io import load_segmenter
 from puzzlecam.segmentation.predict import PredictConfig, predict_probs, segment_arrays
-from puzzlecam.training.distributed import resolve_device
+from puzzlecam.training.distributed import DistContext, resolve_device
 from puzzlecam.training.loop import LoopConfig, fit, load_weights, save_weights
 from puzzlecam.training.optim import OptimConfig, parameter_groups
 from tests.helpers import TINY_BACKBONE, TINY_OVERRIDES, save_tiny_segmenter
@@ -236,7 +236,8 @@ def test_training_each_amp_mode_with_channels_last(amp, tmp_path):
         epochs=12, batch_size=8, num_workers=1, amp=amp, channels_last="on", log_every_steps=1
     )
     groups = parameter_groups(model, model.new_modules, optim)
-    out = fit(trainer, _FixedBatch(), groups, optim, loop, tmp_path, "fp", progress=False)
+    context = DistContext(device=device)
+    out = fit(trainer, _FixedBatch(), groups, optim, loop, tmp_path, "fp", context, progress=False)
 
     bf16 = torch.bfloat16
     dtype = {"auto": bf16 if ON_CUDA else torch.float32, "bf16": bf16, "fp16": torch.float16}
