@@ -42,9 +42,15 @@ def _unit(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
+def _is_unit(name: str) -> bool:
+    """Whether ``puzzlecam.{name}`` is a sub-package or module (not, say, ``__version__``)."""
+    return (PACKAGE / name / "__init__.py").is_file() or (PACKAGE / f"{name}.py").is_file()
+
+
 def _imports(path: Path, text: str | None = None) -> list[tuple[int, str]]:
     """(line, module) of every puzzlecam import in the file (or in ``text`` as if it were
-    that file), relative ones resolved."""
+    that file), relative ones resolved; ``from puzzlecam import pipeline`` (or ``from ..
+    import pipeline``) is an import of ``puzzlecam.pipeline``, not of the package root."""
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     if text is None:
@@ -56,9 +62,16 @@ def _imports(path: Path, text: str | None = None) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                names = [".".join([*base, node.module] if node.module else base)]
+                source = ".".join([*base, node.module] if node.module else base)
             else:
-                names = [node.module or ""]
+                source = node.module or ""
+            names = [source]
+            if source == "puzzlecam":
+                # the imported names are the units themselves
+                names = [
+                    f"puzzlecam.{alias.name}" if _is_unit(alias.name) else source
+                    for alias in node.names
+                ]
         else:
             continue
         found += [(node.lineno, name) for name in names if name.split(".")[0] == "puzzlecam"]
@@ -87,14 +100,21 @@ def test_every_unit_has_a_layer():
     assert not missing, f"add {missing} to LAYERS in tests/test_layers.py (and ARCHITECTURE.md)"
 
 
+def _upward(path: Path, text: str | None = None) -> list[str]:
+    """Each import of the file (or of ``text`` as if it were that file) from a layer above
+    its own, as ``"line N: module (layer L, unit)"``."""
+    unit = _unit(_module_name(path))
+    return [
+        f"line {line}: {name} (layer {LAYER_OF.get(_unit(name))}, {_unit(name)})"
+        for line, name in _imports(path, text)
+        if LAYER_OF.get(_unit(name), -1) > LAYER_OF[unit]
+    ]
+
+
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_import_from_a_layer_above(path: Path):
     unit = _unit(_module_name(path))
-    upward = [
-        f"line {line}: {name} (layer {LAYER_OF.get(_unit(name))}, {_unit(name)})"
-        for line, name in _imports(path)
-        if LAYER_OF.get(_unit(name), -1) > LAYER_OF[unit]
-    ]
+    upward = _upward(path)
     assert not upward, (
         f"{unit} (layer {LAYER_OF[unit]}) imports from a layer above: {upward}; pass plain "
         "arguments (or a settings dataclass of the lower layer) instead"
@@ -128,3 +148,39 @@ def test_the_check_sees_lazy_relative_and_type_only_imports():
     )
     found = sorted(name for _, name in _imports(PACKAGE / "data" / "probe.py", text))
     assert found == ["puzzlecam.cli", "puzzlecam.pipeline.config", "puzzlecam.segmentation"]
+
+
+def test_package_root_imports_are_attributed_to_the_unit_they_name():
+    text = "from puzzlecam import pipeline, errors, __version__\nfrom .. import cli\n"
+    found = sorted(name for _, name in _imports(PACKAGE / "data" / "probe.py", text))
+    assert found == ["puzzlecam", "puzzlecam.cli", "puzzlecam.errors", "puzzlecam.pipeline"]
+
+
+# the checker itself: a module of layer `data` (1) importing `pipeline` (4) in each form
+@pytest.mark.parametrize(
+    "text",
+    [
+        "import puzzlecam.pipeline\n",
+        "from puzzlecam.pipeline.config import RunConfig\n",
+        "from puzzlecam import pipeline\n",
+        "from puzzlecam import errors, pipeline\n",
+        "from .. import pipeline\n",
+        "def f():\n    from ..pipeline import plan\n",
+    ],
+)
+def test_the_check_flags_an_upward_import(text: str):
+    upward = _upward(PACKAGE / "data" / "probe.py", text)
+    assert len(upward) == 1 and "puzzlecam.pipeline" in upward[0] and "layer 4" in upward[0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "import puzzlecam\nfrom puzzlecam import __version__\n",  # the package root: layer 0
+        "from puzzlecam import errors, io\n",  # a layer below
+        "from puzzlecam.models import backbone\n",  # the same layer
+        "from . import voc\n",  # its own unit
+    ],
+)
+def test_the_check_passes_a_downward_import(text: str):
+    assert _upward(PACKAGE / "data" / "probe.py", text) == []

@@ -1,5 +1,6 @@
 """puzzlecam ablate: each variant switches exactly its loss terms, the summary's figures are
-the hand-computed ones, and a tiny ablation runs, writes its table and resumes."""
+the hand-computed ones, and a tiny ablation runs, writes its table, resumes, and keeps every
+finished sub-run of its settings in the summary (and none made with other settings)."""
 
 import dataclasses
 import json
@@ -7,9 +8,16 @@ import json
 import pytest
 
 from puzzlecam.cli import main
-from puzzlecam.dataclass_yaml import to_dict
+from puzzlecam.dataclass_yaml import dump_yaml, to_dict
 from puzzlecam.errors import ConfigError
-from puzzlecam.pipeline.ablate import format_ablation, summarize, variant_config
+from puzzlecam.pipeline.ablate import (
+    _earlier_runs,
+    format_ablation,
+    run_ablation,
+    sub_run_dir,
+    summarize,
+    variant_config,
+)
 from puzzlecam.pipeline.config import load_run_config
 from tests.helpers import TINY_OVERRIDES
 
@@ -144,11 +152,16 @@ def test_one_seed_has_no_spread():
     ]
 
 
+def _tiny_ablate_args(tmp_path, *overrides: str) -> list[str]:
+    args = ["ablate", "--config", "demo", "--run-dir", str(tmp_path / "abl"), "--no-progress"]
+    for override in [*TINY_OVERRIDES, f"data.root={tmp_path / 'data'}", *overrides]:
+        args += ["--set", override]
+    return args
+
+
 @pytest.mark.slow
-def test_tiny_ablation_runs_writes_its_table_and_resumes(tmp_path, capsys):
-    common = ["ablate", "--config", "demo", "--run-dir", str(tmp_path / "abl"), "--no-progress"]
-    for override in [*TINY_OVERRIDES, f"data.root={tmp_path / 'data'}"]:
-        common += ["--set", override]
+def test_tiny_ablation_runs_writes_its_table_resumes_and_keeps_finished_seeds(tmp_path, capsys):
+    common = _tiny_ablate_args(tmp_path)
     args = [*common, "--variants", "cls", "all", "--seeds", "0", "1"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -180,10 +193,78 @@ def test_tiny_ablation_runs_writes_its_table_and_resumes(tmp_path, capsys):
     again = capsys.readouterr().out
     assert "[run]" not in again
     assert json.loads((tmp_path / "abl" / "ablation.json").read_text()) == summary
-    # more seeds later: only the new sub-runs train
+    # fewer seeds later: nothing trains, and the summary still holds seed 1 of both variants
+    assert main([*common, "--variants", "cls", "all", "--seeds", "0"]) == 0
+    assert "[run]" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "abl" / "ablation.json").read_text()) == summary
+    # more seeds later: only the new sub-runs train, and the summary covers all of them
     assert main([*common, "--variants", "cls", "--seeds", "0", "2"]) == 0
     log = capsys.readouterr().out
     assert "seed 2" in log and log.count("[run] train_cls") == 1
+    assert "left out" not in log
+    after = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert {v: set(entry["seeds"]) for v, entry in after.items()} == {
+        "cls": {"0", "1", "2"},
+        "all": {"0", "1"},
+    }
+    assert after["all"] == summary["all"]  # the variant not asked for keeps its figures
+    assert after["cls"]["seeds"]["1"] == summary["cls"]["seeds"]["1"]
+    # the printed table is the one written
+    assert (tmp_path / "abl" / "ablation.txt").read_text().strip() in log
+
+
+@pytest.mark.slow
+def test_tiny_ablation_leaves_out_a_sub_run_made_with_other_settings(tmp_path, capsys):
+    # seed 1 trained for 2 epochs, then seed 0 with the settings of the ablation (1 epoch)
+    other = _tiny_ablate_args(tmp_path, "train_cls.loop.epochs=2")
+    assert main([*other, "--variants", "cls", "--seeds", "1"]) == 0
+    capsys.readouterr()
+    summary = run_ablation(
+        load_run_config("demo", (*TINY_OVERRIDES, f"data.root={tmp_path / 'data'}")),
+        tmp_path / "abl",
+        variants=["cls"],
+        seeds=[0],
+        progress=False,
+    )
+    log = capsys.readouterr().out
+    written = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert set(written) == {"cls"} and set(written["cls"]["seeds"]) == {"0"}
+    assert json.loads(json.dumps(summary)) == written  # returned as written
+    left_out = [line for line in log.splitlines() if "left out" in line]
+    assert len(left_out) == 1
+    assert "seed1" in left_out[0] and "train_cls.loop.epochs: 2 -> 1" in left_out[0]
+    # the seed-1 sub-run is untouched: still a run of its own settings
+    sub = load_run_config(tmp_path / "abl" / "cls" / "seed1" / "config.yaml")
+    assert sub.train_cls.loop.epochs == 2
+
+
+def test_only_finished_sub_runs_of_the_same_settings_join_the_summary(tmp_path):
+    """No training: sub-run folders written by hand, as an earlier invocation leaves them."""
+    config = load_run_config("demo")
+    scores = {"train": {"miou": 40.0, "map": 70.0}, "val": {"miou": 35.0, "map": 60.0}}
+
+    def sub_run(variant, seed, sub_config, metrics):
+        folder = sub_run_dir(tmp_path, variant, seed)
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(dump_yaml(sub_config))
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+    sub_run("cls", 1, variant_config(config, "cls", 1), {"puzzle_cam": scores})
+    # killed before scoring val: not finished
+    sub_run("cls", 2, variant_config(config, "cls", 2), {"puzzle_cam": {"train": scores["train"]}})
+    # a refined run in a plain ablation's folder, and another schedule: other settings
+    sub_run("pcls", 1, variant_config(config, "pcls", 1, refine=True), {"puzzle_cam": scores})
+    other = load_run_config("demo", ("train_cls.puzzle.alpha_max=0.5",))
+    sub_run("all", 1, variant_config(other, "all", 1), {"puzzle_cam": scores})
+    # the seed this invocation ran itself is not read again
+    sub_run("cls", 0, variant_config(config, "cls", 0), {})
+    log: list[str] = []
+    found = _earlier_runs(config, tmp_path, False, {"cls": {0: {}}}, log.append)
+    assert found == {"cls": {1: scores}}
+    assert len(log) == 3
+    assert "seed2" in log[0] and "not finished" in log[0]
+    assert "pcls/seed1" in log[1] and "until: 'pseudo-labels' -> 'cams'" in log[1]
+    assert "all/seed1" in log[2] and "other settings" in log[2] and "alpha_max: 0.5" in log[2]
 
 
 def test_sub_run_configs_differ_only_in_their_variant():
@@ -199,10 +280,7 @@ def test_sub_run_configs_differ_only_in_their_variant():
 
 @pytest.mark.slow
 def test_tiny_refined_ablation_adds_table_2_from_each_sub_runs_own_refinement(tmp_path, capsys):
-    args = ["ablate", "--config", "demo", "--run-dir", str(tmp_path / "abl"), "--no-progress"]
-    for override in [*TINY_OVERRIDES, f"data.root={tmp_path / 'data'}"]:
-        args += ["--set", override]
-    args += ["--variants", "cls", "all", "--seeds", "0", "--rw"]
+    args = [*_tiny_ablate_args(tmp_path), "--variants", "cls", "all", "--seeds", "0", "--rw"]
     assert main(args) == 0
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "abl" / "ablation.json").read_text())

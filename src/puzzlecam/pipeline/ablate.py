@@ -12,21 +12,27 @@ in its own directory, so it is resumable and skipped when done, exactly like
     ablation.json           every seed's figures, and the mean and std per variant
     ablation.txt            the printed table
     ablation.png            the figure
+
+The summary covers every finished sub-run in ROOT made with this invocation's settings,
+not only the seeds and variants asked for now: ``--seeds 0`` after ``--seeds 0 1`` keeps
+seed 1's figures. A sub-run made with other settings is left out (the log says so).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from puzzlecam.errors import ConfigError
+from puzzlecam.dataclass_yaml import config_hash, differences, fingerprint_data
+from puzzlecam.errors import ConfigError, DataError
 from puzzlecam.io import atomic_write, write_json
 from puzzlecam.pipeline.branches import TABLE2_COLUMNS, Output, metric_key
-from puzzlecam.pipeline.config import RunConfig
+from puzzlecam.pipeline.config import RunConfig, load_run_config
 from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.pipeline.runner import run_pipeline
@@ -250,6 +256,71 @@ def seed_figures(metrics: dict[str, Any], refine: bool) -> dict[str, dict[str, f
     return figures
 
 
+_SEED_DIR = re.compile(r"seed(-?\d+)")
+
+Runs = dict[str, dict[int, dict[str, dict[str, float]]]]
+"""variant -> seed -> split -> figures, as ``summarize`` takes them."""
+
+
+def _finished(figures: dict[str, dict[str, float]], refine: bool) -> bool:
+    """Both splits hold the CAM figures (and, refined, every refined output's mIoU)."""
+    wanted = (*FIGURES, *(output for output, _ in REFINED if refine))
+    return all(role in figures and all(f in figures[role] for f in wanted) for role in ROLES)
+
+
+def _earlier_runs(
+    config: RunConfig, root: Path, refine: bool, done: Runs, log: Callable[[str], None]
+) -> Runs:
+    """The finished sub-runs in ``root`` not in ``done`` whose config is the one this
+    invocation would give their (variant, seed): their figures are still this ablation's.
+    Others are left out, with a line each in the log saying why."""
+    found: Runs = {}
+    for variant in VARIANTS:
+        folders = (root / variant).glob("seed*") if (root / variant).is_dir() else ()
+        for folder in sorted(folders):
+            match = _SEED_DIR.fullmatch(folder.name)
+            if not match or int(match[1]) in done.get(variant, {}):
+                continue
+            seed = int(match[1])
+            wanted = variant_config(config, variant, seed, refine)
+            figures, reason = _read_sub_run(RunDir(folder), wanted, refine)
+            if reason is None:
+                found.setdefault(variant, {})[seed] = figures
+            else:
+                log(f"ablation: {folder} left out of the summary: {reason}")
+    return found
+
+
+def _read_sub_run(
+    run: RunDir, wanted: RunConfig, refine: bool
+) -> tuple[dict[str, dict[str, float]], str | None]:
+    """A sub-run's figures, and why they do not count (None when they do): it is not a
+    run of ``wanted`` (compared as ``RunDir.bind`` compares: unfingerprinted settings
+    such as ``device`` do not count), or it has not scored both splits yet."""
+    if not run.config_path.is_file():
+        return {}, "no config.yaml"
+    try:
+        existing = load_run_config(run.config_path)
+    except ConfigError as error:
+        return {}, f"unreadable config ({error})"
+    if config_hash(existing) != config_hash(wanted):
+        changed = differences(fingerprint_data(existing), fingerprint_data(wanted))
+        return {}, "made with other settings (" + "; ".join(changed[:6]) + ")"
+    try:
+        figures = seed_figures(run.metrics(), refine)
+    except DataError as error:
+        return {}, str(error)
+    if not _finished(figures, refine):
+        return {}, "not finished (rerun with this seed and variant to finish it)"
+    return figures, None
+
+
+def _ordered(runs: Runs) -> Runs:
+    """Variants in Table 1's order, seeds ascending: the summary does not depend on the
+    order of the command line nor on which seeds ran in this invocation."""
+    return {variant: dict(sorted(runs[variant].items())) for variant in VARIANTS if variant in runs}
+
+
 def run_ablation(
     config: RunConfig,
     root: Path,
@@ -260,7 +331,8 @@ def run_ablation(
     log: Callable[[str], None] = print,
     refine: bool = False,
 ) -> dict[str, Any]:
-    """Train and evaluate every (variant, seed) not done yet; write and return the summary.
+    """Train and evaluate every (variant, seed) not done yet; write and return the summary
+    of these and of every other finished sub-run in ``root`` made with the same settings.
     ``refine``: also the random walk and pseudo labels of each (the paper's Table 2)."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
@@ -269,7 +341,7 @@ def run_ablation(
         raise ConfigError("ablation needs at least one seed")
     dist = dist or DistContext()
     root = Path(root)
-    runs: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
+    runs: Runs = {}
     for variant in variants:
         for seed in seeds:
             sub_config = variant_config(config, variant, seed, refine)
@@ -280,7 +352,11 @@ def run_ablation(
                 log(f"== ablation {variant} seed {seed}: {run.root}")
             run_pipeline(RunContext(sub_config, run, dist, progress))
             runs.setdefault(variant, {})[seed] = seed_figures(run.metrics(), refine)
-    summary = summarize(runs)
+    # the ablation.json of an earlier invocation is rewritten: its finished seeds stay in it
+    earlier = _earlier_runs(config, root, refine, runs, log if dist.is_main else lambda _: None)
+    for variant, found in earlier.items():
+        runs.setdefault(variant, {}).update(found)
+    summary = summarize(_ordered(runs))
     if dist.is_main:
         write_json(root / "ablation.json", summary)
         table = format_ablation(summary)
