@@ -321,7 +321,10 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 1 if check.passed is False else 0
 
 
+@contextlib.contextmanager
 def _run_context(args: argparse.Namespace, preset: str | None = None):
+    """The run's context, its directory bound to the config and locked (on the main
+    process: the other ranks of a torchrun job write through it) while the block runs."""
     from puzzlecam.pipeline.config import load_run_config
     from puzzlecam.pipeline.context import RunContext
     from puzzlecam.pipeline.run_dir import RunDir
@@ -333,16 +336,18 @@ def _run_context(args: argparse.Namespace, preset: str | None = None):
     config = load_run_config(args.config or preset, tuple(overrides))
     run_dir = RunDir(args.run_dir or Path("runs") / config.name)
     check_output(run_dir.root, "folder", option="--run-dir")
+    run_dir.check_can_hold_run()  # before anything is written, the lock file too
     context = init_distributed(config.device)
-    if context.is_main:
-        run_dir.bind(config)
-    ctx = RunContext(config=config, run=run_dir, dist=context, progress=not args.no_progress)
-    if context.enabled:
-        import torch.distributed as dist
+    with run_dir.lock() if context.is_main else contextlib.nullcontext():
+        if context.is_main:
+            run_dir.bind(config)
+        ctx = RunContext(config=config, run=run_dir, dist=context, progress=not args.no_progress)
+        if context.enabled:
+            import torch.distributed as dist
 
-        dist.barrier()
-        run_dir.bind(config)  # the other ranks check the config too
-    return ctx
+            dist.barrier()
+            run_dir.bind(config)  # the other ranks check the config too
+        yield ctx
 
 
 def _pipeline(
@@ -351,20 +356,20 @@ def _pipeline(
     from puzzlecam.pipeline.report import write_report
     from puzzlecam.pipeline.runner import format_summary, run_pipeline
 
-    ctx = _run_context(args, preset)
-    whole_run = ctx.dist.is_main and commands is None
-    try:
-        run_pipeline(ctx, commands)
-    except BaseException:
-        if whole_run:  # a report of what is there helps to see what went wrong
-            with contextlib.suppress(Exception):
-                write_report(ctx.run, ctx.config.report.num_samples, progress=False)
-        raise
-    if whole_run:
-        report = write_report(ctx.run, ctx.config.report.num_samples, progress=ctx.progress)
-        print()
-        print(format_summary(ctx.run.metrics(), ctx.run.manifest()))
-        print(f"\nrun directory: {ctx.run.root}\nreport: {report}")
+    with _run_context(args, preset) as ctx:
+        whole_run = ctx.dist.is_main and commands is None
+        try:
+            run_pipeline(ctx, commands)
+        except BaseException:
+            if whole_run:  # a report of what is there helps to see what went wrong
+                with contextlib.suppress(Exception):
+                    write_report(ctx.run, ctx.config.report.num_samples, progress=False)
+            raise
+        if whole_run:
+            report = write_report(ctx.run, ctx.config.report.num_samples, progress=ctx.progress)
+            print()
+            print(format_summary(ctx.run.metrics(), ctx.run.manifest()))
+            print(f"\nrun directory: {ctx.run.root}\nreport: {report}")
     return 0
 
 
@@ -476,8 +481,12 @@ def _main(args: argparse.Namespace) -> int:
             return _ablate(args)
         if args.command == "report":
             from puzzlecam.pipeline.report import write_report
+            from puzzlecam.pipeline.run_dir import RunDir
 
-            print(write_report(args.run_dir, args.num_samples, progress=not args.no_progress))
+            run = RunDir(args.run_dir)
+            run.check_exists()  # a report is written into runs only, never a foreign folder
+            with run.lock():
+                print(write_report(run, args.num_samples, progress=not args.no_progress))
             return 0
         if args.command == "predict":
             return _predict(args)

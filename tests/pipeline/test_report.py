@@ -20,7 +20,7 @@ from puzzlecam.pipeline.branches import metric_key
 from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.pipeline.report import METHOD_LABELS, pick_samples, write_report
 from puzzlecam.pipeline.report.text import duration
-from puzzlecam.pipeline.run_dir import RunDir
+from puzzlecam.pipeline.run_dir import RUN_MARKER, RunDir
 from puzzlecam.pipeline.runner import format_summary, plan_stages
 from tests.helpers import TINY_OVERRIDES
 
@@ -291,6 +291,7 @@ def test_report_escapes_names_from_the_run(tmp_path: Path) -> None:
     """Folder names and metrics keys are user data: shown as text, never as markup."""
     run = tmp_path / 'run <script>alert("x")'  # a folder name cannot hold '/'
     run.mkdir()
+    (run / RUN_MARKER).write_text("{}")  # a run directory, if a strange one
     (run / "metrics.json").write_text(json.dumps({"<b>mine</b>": {"val": {"miou": 50.0}}}))
     text = write_report(run).read_text(encoding="utf-8")
     assert "<script" not in text and "<b>mine" not in text

@@ -2,6 +2,9 @@
 Which stage writes which folder is the plan's (``pipeline.plan``, ``Stage.outputs``).
 
 runs/NAME/
+  .puzzlecam-run        the marker: this folder is a run directory (puzzlecam writes, and
+                        removes, files only in folders that carry it; docs/decisions.md)
+  .puzzlecam.lock       held by the one process writing the run (``RunDir.lock``)
   config.yaml           the resolved config (the run belongs to it)
   manifest.json         stage -> {fingerprint, seconds, finished}
   metrics.json          method -> split -> scores (mIoU in percent)
@@ -28,9 +31,12 @@ training loop's files (``model_path``, ``log_path``).
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +55,71 @@ from puzzlecam.pipeline.branches import VARIANTS
 from puzzlecam.training.checkpoint import WEIGHTS_FILE
 from puzzlecam.training.metrics_log import LOG_FILE
 
-__all__ = ["RunDir", "claim_output_dir", "reclaim_output_dir", "resolve_weights"]
+__all__ = [
+    "REPORT_BUILD_PREFIX",
+    "RUN_MARKER",
+    "LOCK_FILE",
+    "RunDir",
+    "claim_output_dir",
+    "folder_lock",
+    "is_atomic_temp",
+    "reclaim_output_dir",
+    "resolve_weights",
+]
 
 _MARKER = ".fingerprint"  # in a stage's output folder: the fingerprint its files were made with
+RUN_MARKER = ".puzzlecam-run"
+"""The file that makes a folder a run directory (JSON: what wrote it)."""
+REPORT_BUILD_PREFIX = ".report."
+"""The report is built in a temp folder ``.report.XXXXXXXX`` in the run, then published."""
+LOCK_FILE = ".puzzlecam.lock"
+"""The advisory lock of the one process writing a run (or an ablation) folder."""
+# what io.atomic_write leaves when killed mid-write: .{target}.{8 random chars}.tmp
+_ATOMIC_TEMP = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+_REPORT_BUILD = re.compile(rf"^{re.escape(REPORT_BUILD_PREFIX)}[a-z0-9_]{{8}}$")
+
+
+def is_atomic_temp(name: str, targets: Iterable[str] | None = None) -> bool:
+    """Whether ``name`` is a temp file ``io.atomic_write`` makes (``.{target}.XXXXXXXX.tmp``),
+    and, with ``targets``, one for a file of those names."""
+    found = _ATOMIC_TEMP.match(name)
+    return bool(found) and (targets is None or found["target"] in set(targets))
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, what: str = "run directory") -> Iterator[None]:
+    """Hold ``folder/.puzzlecam.lock`` (an advisory POSIX record lock) while the block runs;
+    raise RunDirError naming the holder's pid when another process holds it. The kernel
+    drops the lock when its process dies, so a lock left by ``kill -9`` is simply taken
+    over; unlike ``flock``'s, it is not shared with the forked data-loader and CRF workers,
+    which may outlive a killed run by a few seconds."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock (one process per folder is the user's care)
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RunDirError(
+                f"{folder} is in use: another puzzlecam process (pid {holder}) is writing this "
+                f"{what}; wait for it to finish, or use another --run-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing drops the lock
 
 
 class RunDir:
@@ -63,13 +131,58 @@ class RunDir:
     def config_path(self) -> Path:
         return self.root / "config.yaml"
 
+    @property
+    def marker_path(self) -> Path:
+        return self.root / RUN_MARKER
+
+    def is_run(self) -> bool:
+        """Whether the folder is a run directory: it carries the marker, or (made before the
+        marker existed) both config.yaml and manifest.json."""
+        if self.marker_path.is_file():
+            return True
+        return self.config_path.is_file() and self.manifest_path.is_file()
+
+    def check_exists(self) -> None:
+        """Raise RunDirError unless the folder exists and may hold a run (``check_can_hold_run``:
+        a run directory, or an empty folder)."""
+        if not self.root.exists():
+            raise RunDirError(f"{self.root} is not a run directory (it does not exist)")
+        if not self.root.is_dir():
+            raise RunDirError(f"{self.root} is a file, not a run directory")
+        self.check_can_hold_run()
+
+    def check_can_hold_run(self) -> None:
+        """Refuse, before anything is written, a folder that is neither new, empty nor a run
+        directory: a run never writes into (or cleans up) a folder of other files."""
+        if not self.root.is_dir() or self.is_run():
+            return
+        foreign = sorted(p.name for p in self.root.iterdir() if p.name != LOCK_FILE)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise RunDirError(
+                f"{self.root} holds other files ({shown}) and is not a puzzlecam run directory "
+                f"(no {RUN_MARKER}); nothing was written: give --run-dir a new or empty folder"
+            )
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock (``folder_lock``) while the block runs."""
+        self.check_can_hold_run()
+        with folder_lock(self.root):
+            yield
+
     def bind(self, config: Any) -> None:
-        """Claim the directory for ``config``, or refuse if it holds another config's run.
+        """Claim the directory for ``config``, or refuse if it holds another config's run
+        or is a folder of other files (``check_can_hold_run``).
 
         Settings marked ``NOT_FINGERPRINTED`` (``device``) are not compared: a run made
         with ``--device auto`` can be resumed with ``--device cpu``. config.yaml keeps
         what the run was started with.
         """
+        self.check_can_hold_run()
+        if not self.marker_path.is_file():  # first: a run killed after this is still a run
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_json(self.marker_path, {"puzzlecam": "run directory", "version": 1})
 
         def check(path: Path) -> None:
             try:
@@ -96,14 +209,38 @@ class RunDir:
 
         claim_folder(self.root, self.config_path.name, write, check)
 
+    def owned_folders(self) -> list[Path]:
+        """The top-level folders of the run's layout (the path methods below are their one
+        home): everything in them is the run's."""
+        names = [
+            self.classifier_dir("-"), self.cams_dir("-", "-"), self.affinity_labels_dir("-", "-"),
+            self.affinity_dir("-"), self.rw_dir("-", "-"), self.pseudo_labels_dir("-", "-"),
+            self.segmentation_dir("-"), self.predictions_dir("-", "-"), self.eval_dir,
+            self.report_dir,
+        ]  # fmt: skip
+        tops = dict.fromkeys(path.relative_to(self.root).parts[0] for path in names)
+        return [self.root / name for name in tops]
+
     def remove_stale_temp_files(self) -> int:
-        """Delete temp files a killed process left mid-write (their targets were never
-        renamed into place, so nothing depends on them). Returns how many."""
+        """Delete the temp files a killed puzzlecam process left mid-write (their targets
+        were never renamed into place, so nothing depends on them), by name: at the top,
+        only those of the run's own files; below, only inside the run's folders. Returns
+        how many."""
+        own = (self.config_path, self.manifest_path, self.metrics_path,
+               self.data_signature_path, self.data_check_path, self.marker_path)  # fmt: skip
         count = 0
-        for path in self.root.rglob(".*.tmp"):
-            if path.is_file():
+        for path in self.root.iterdir():
+            if path.is_file() and is_atomic_temp(path.name, (p.name for p in own)):
                 path.unlink(missing_ok=True)
                 count += 1
+            elif path.is_dir() and _REPORT_BUILD.match(path.name):  # a report being built
+                shutil.rmtree(path, ignore_errors=True)
+                count += 1
+        for folder in self.owned_folders():
+            for path in folder.rglob(".*.tmp") if folder.is_dir() else ():
+                if path.is_file() and is_atomic_temp(path.name):
+                    path.unlink(missing_ok=True)
+                    count += 1
         return count
 
     # --- manifest -----------------------------------------------------------------------

@@ -7,18 +7,17 @@ crash leaves the previous report (or none), never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from puzzlecam import __version__
-from puzzlecam.errors import RunDirError
-from puzzlecam.io import read_jsonl
+from puzzlecam.io import atomic_write, read_jsonl
 from puzzlecam.pipeline.report import view
 from puzzlecam.pipeline.report.collect import (
     RunSummary,
@@ -30,7 +29,7 @@ from puzzlecam.pipeline.report.collect import (
 from puzzlecam.pipeline.report.figures import loss_figure, per_class_figure, threshold_figure
 from puzzlecam.pipeline.report.samples import Samples, sample_tables
 from puzzlecam.pipeline.report.text import grouped, href
-from puzzlecam.pipeline.run_dir import RunDir
+from puzzlecam.pipeline.run_dir import REPORT_BUILD_PREFIX, RunDir
 
 __all__ = ["write_report", "render"]
 
@@ -151,15 +150,36 @@ def render(page: Page) -> str:
     return _ENV.get_template("report.html.j2").render(page=page)
 
 
+REPORT_FILES = ".report-files"
+"""In report/: the files the last report wrote, one per line (what the next one may remove)."""
+
+
 def _publish(built: Path, final: Path) -> None:
-    """Put the folder ``built`` in place of ``final`` (two renames; the old one removed)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(final, old)
-    os.replace(built, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Move the files of the folder ``built`` into ``final`` (index.html last, so the page
+    never points at a figure not yet there) and remove the files the previous report
+    wrote that this one did not; any other file in ``final`` is not the report's and stays."""
+    listing = final / REPORT_FILES
+    previous = set(listing.read_text(encoding="utf-8").splitlines()) if listing.is_file() else set()
+    files = sorted(
+        (p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()),
+        key=lambda name: (name == "index.html", name),
+    )
+    final.mkdir(exist_ok=True)
+    for name in files:
+        (final / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(built / name, final / name)
+    with atomic_write(listing) as handle:
+        handle.write("".join(f"{name}\n" for name in files).encode("utf-8"))
+    emptied: set[Path] = set()
+    for name in sorted(previous - set(files) - {""}):
+        stale = final / name
+        if stale.resolve().is_relative_to(final.resolve()):  # a listing is not trusted blindly
+            stale.unlink(missing_ok=True)
+            emptied.update(p for p in stale.parents if p.is_relative_to(final) and p != final)
+    for folder in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # a folder still holding files stays
+            folder.rmdir()
+    shutil.rmtree(built, ignore_errors=True)
 
 
 def write_report(
@@ -170,13 +190,13 @@ def write_report(
     Shows what the run holds and says what it does not; a run stopped early, a missing
     data set or a missing evaluation never stops the report. ``num_samples`` images of
     each split are shown, the same ones every time. Raises RunDirError when ``run_dir``
-    is not a directory.
+    is missing, a file, or a folder of other files (not a run). Files in report/ that no
+    report wrote are left as they are.
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    if not run.root.is_dir():
-        raise RunDirError(f"{run.root} is not a run directory (it does not exist)")
+    run.check_exists()
     summary = load_run(run)
-    built = Path(tempfile.mkdtemp(prefix=".report.", dir=run.root))
+    built = Path(tempfile.mkdtemp(prefix=REPORT_BUILD_PREFIX, dir=run.root))
     try:
         page = build_page(summary, num_samples, built, progress)
         (built / "index.html").write_text(render(page), encoding="utf-8")
