@@ -52,6 +52,19 @@ def test_a_folder_of_other_files_is_refused_and_left_byte_identical(command, tmp
     assert sorted(p.name for p in folder.iterdir()) == ["docs", "metrics.json", "report"]
 
 
+def test_ablate_into_a_folder_of_other_files_is_refused(tmp_path, capsys):
+    folder = _project(tmp_path / "project")
+    before = tree_digest(folder)
+    argv = ["ablate", "--config", "demo", "--run-dir", str(folder), "--seeds", "0",
+            "--variants", "cls", "--no-progress"]  # fmt: skip
+    for override in [*TINY_OVERRIDES, f"data.root={tmp_path / 'data'}"]:
+        argv += ["--set", override]
+    assert main(argv) == 2
+    line = _error_line(capsys)
+    assert "not a puzzlecam ablation folder" in line and "nothing was written" in line
+    assert tree_digest(folder) == before
+
+
 def test_report_of_a_folder_of_other_files_is_refused(tmp_path, capsys):
     folder = _project(tmp_path / "project")
     before = tree_digest(folder)

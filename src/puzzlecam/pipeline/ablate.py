@@ -20,6 +20,7 @@ seed 1's figures. A sub-run made with other settings is left out (the log says s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import statistics
@@ -28,17 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from puzzlecam.dataclass_yaml import config_hash, differences, fingerprint_data
-from puzzlecam.errors import ConfigError, DataError
+from puzzlecam.errors import ConfigError, DataError, RunDirError
 from puzzlecam.io import atomic_write, write_json
 from puzzlecam.pipeline.branches import TABLE2_COLUMNS, Output, metric_key
-from puzzlecam.pipeline.config import RunConfig, load_run_config
+from puzzlecam.pipeline.config import RunConfig
 from puzzlecam.pipeline.context import RunContext
-from puzzlecam.pipeline.run_dir import RunDir
+from puzzlecam.pipeline.run_dir import LOCK_FILE, RunDir, folder_lock
 from puzzlecam.pipeline.runner import run_pipeline
 from puzzlecam.training.distributed import DistContext
 
 __all__ = [
+    "ABLATION_MARKER",
+    "check_ablation_root",
     "VARIANTS",
     "Variant",
     "variant_config",
@@ -67,6 +69,8 @@ VARIANTS: dict[str, Variant] = {
         Variant("all", "L_cls + L_p-cls + L_re", True, True),
     )
 }
+ABLATION_MARKER = ".puzzlecam-ablation"
+"""The file that makes a folder an ablation's root (its sub-runs are run directories)."""
 ROLES = ("train", "val")
 METHOD = "puzzle_cam"  # the sub-runs' one classifier, whatever its terms
 FIGURES = ("miou", "map")  # what the table reports per split
@@ -300,11 +304,10 @@ def _read_sub_run(
     if not run.config_path.is_file():
         return {}, "no config.yaml"
     try:
-        existing = load_run_config(run.config_path)
-    except ConfigError as error:
+        changed = run.changed_settings(wanted)
+    except (ConfigError, RunDirError) as error:
         return {}, f"unreadable config ({error})"
-    if config_hash(existing) != config_hash(wanted):
-        changed = differences(fingerprint_data(existing), fingerprint_data(wanted))
+    if changed:
         return {}, "made with other settings (" + "; ".join(changed[:6]) + ")"
     try:
         figures = seed_figures(run.metrics(), refine)
@@ -341,16 +344,54 @@ def run_ablation(
         raise ConfigError("ablation needs at least one seed")
     dist = dist or DistContext()
     root = Path(root)
+    if not dist.is_main:
+        return _run_all(config, root, variants, seeds, dist, progress, log, refine)
+    check_ablation_root(root)
+    with folder_lock(root, "ablation"):
+        if not (root / ABLATION_MARKER).is_file():
+            write_json(root / ABLATION_MARKER, {"puzzlecam": "ablation", "version": 1})
+        return _run_all(config, root, variants, seeds, dist, progress, log, refine)
+
+
+def check_ablation_root(root: Path) -> None:
+    """Refuse, before anything is written, a root that is neither new, empty nor an
+    ablation's (its marker, or from before the marker: ablation.json or a sub-run)."""
+    if not root.is_dir() or (root / ABLATION_MARKER).is_file():
+        return
+    if (root / "ablation.json").is_file() or any(
+        RunDir(folder).is_run() for v in VARIANTS for folder in (root / v).glob("seed*")
+    ):
+        return
+    foreign = sorted(p.name for p in root.iterdir() if p.name != LOCK_FILE)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise RunDirError(
+            f"{root} holds other files ({shown}) and is not a puzzlecam ablation folder (no "
+            f"{ABLATION_MARKER}); nothing was written: give --run-dir a new or empty folder"
+        )
+
+
+def _run_all(
+    config: RunConfig,
+    root: Path,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    dist: DistContext,
+    progress: bool,
+    log: Callable[[str], None],
+    refine: bool,
+) -> dict[str, Any]:
+    """``run_ablation``'s work, the root checked and (on the main process) locked."""
     runs: Runs = {}
     for variant in variants:
         for seed in seeds:
             sub_config = variant_config(config, variant, seed, refine)
             run = RunDir(sub_run_dir(root, variant, seed))
-            if dist.is_main:
-                run.bind(sub_config)
-            if dist.is_main:
-                log(f"== ablation {variant} seed {seed}: {run.root}")
-            run_pipeline(RunContext(sub_config, run, dist, progress))
+            with run.lock() if dist.is_main else contextlib.nullcontext():
+                if dist.is_main:
+                    run.bind(sub_config)
+                    log(f"== ablation {variant} seed {seed}: {run.root}")
+                run_pipeline(RunContext(sub_config, run, dist, progress))
             runs.setdefault(variant, {})[seed] = seed_figures(run.metrics(), refine)
     # the ablation.json of an earlier invocation is rewritten: its finished seeds stay in it
     earlier = _earlier_runs(config, root, refine, runs, log if dist.is_main else lambda _: None)

@@ -185,19 +185,9 @@ class RunDir:
             write_json(self.marker_path, {"puzzlecam": "run directory", "version": 1})
 
         def check(path: Path) -> None:
-            try:
-                existing = yaml.safe_load(read_text(path)) or {}
-            except yaml.YAMLError as error:
-                raise RunDirError(
-                    f"{path}: not a readable config ({' '.join(str(error).split())}); "
-                    "restore it, or use another --run-dir"
-                ) from error
-            # a config written before a setting existed reads as that setting's default
-            with contextlib.suppress(ConfigError):
-                existing = fingerprint_data(from_dict(type(config), existing))
-            wanted = fingerprint_data(config)
-            if config_hash(existing) != config_hash(wanted):
-                shown = "\n  ".join(differences(existing, wanted)[:12])
+            changed = self.changed_settings(config)
+            if changed:
+                shown = "\n  ".join(changed[:12])
                 raise RunDirError(
                     f"{self.root} holds a run of a different config; changed settings:\n  {shown}\n"
                     "Use another --run-dir for the new config, or delete this directory."
@@ -208,6 +198,23 @@ class RunDir:
                 handle.write(dump_yaml(config).encode("utf-8"))
 
         claim_folder(self.root, self.config_path.name, write, check)
+
+    def changed_settings(self, config: Any) -> list[str]:
+        """The settings (``a.b: old -> new``) in which the run's config.yaml differs from
+        ``config``; empty when the run is ``config``'s. Only fingerprinted settings count
+        (``device`` does not), and a config written before a setting existed reads as that
+        setting's default. Raises RunDirError when config.yaml cannot be read."""
+        try:
+            existing = yaml.safe_load(read_text(self.config_path)) or {}
+        except yaml.YAMLError as error:
+            raise RunDirError(
+                f"{self.config_path}: not a readable config ({' '.join(str(error).split())}); "
+                "restore it, or use another --run-dir"
+            ) from error
+        with contextlib.suppress(ConfigError):
+            existing = fingerprint_data(from_dict(type(config), existing))
+        wanted = fingerprint_data(config)
+        return [] if config_hash(existing) == config_hash(wanted) else differences(existing, wanted)
 
     def owned_folders(self) -> list[Path]:
         """The top-level folders of the run's layout (the path methods below are their one
