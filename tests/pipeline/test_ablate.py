@@ -252,19 +252,20 @@ def test_only_finished_sub_runs_of_the_same_settings_join_the_summary(tmp_path):
     sub_run("cls", 1, variant_config(config, "cls", 1), {"puzzle_cam": scores})
     # killed before scoring val: not finished
     sub_run("cls", 2, variant_config(config, "cls", 2), {"puzzle_cam": {"train": scores["train"]}})
-    # a refined run in a plain ablation's folder, and another schedule: other settings
+    # a refined run in a plain ablation's folder: the same classifier (until is a stopping
+    # point, not a setting), its CAM figures count
     sub_run("pcls", 1, variant_config(config, "pcls", 1, refine=True), {"puzzle_cam": scores})
+    # another schedule: other settings
     other = load_run_config("demo", ("train_cls.puzzle.alpha_max=0.5",))
     sub_run("all", 1, variant_config(other, "all", 1), {"puzzle_cam": scores})
     # the seed this invocation ran itself is not read again
     sub_run("cls", 0, variant_config(config, "cls", 0), {})
     log: list[str] = []
     found = _earlier_runs(config, tmp_path, False, {"cls": {0: {}}}, log.append)
-    assert found == {"cls": {1: scores}}
-    assert len(log) == 3
+    assert found == {"cls": {1: scores}, "pcls": {1: scores}}
+    assert len(log) == 2
     assert "seed2" in log[0] and "not finished" in log[0]
-    assert "pcls/seed1" in log[1] and "until: 'pseudo-labels' -> 'cams'" in log[1]
-    assert "all/seed1" in log[2] and "other settings" in log[2] and "alpha_max: 0.5" in log[2]
+    assert "all/seed1" in log[1] and "other settings" in log[1] and "alpha_max: 0.5" in log[1]
 
 
 def test_sub_run_configs_differ_only_in_their_variant():

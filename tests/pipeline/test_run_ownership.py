@@ -16,7 +16,7 @@ from puzzlecam.cli import main
 from puzzlecam.errors import RunDirError
 from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.pipeline.run_dir import LOCK_FILE, RUN_MARKER, RunDir, folder_lock
-from tests.helpers import TINY_OVERRIDES, tree_digest
+from tests.helpers import TINY_OVERRIDES, tree_digest, write_folder_dataset
 
 
 def _project(folder: Path) -> Path:
@@ -178,3 +178,51 @@ def test_a_lock_left_by_kill_9_is_taken_over(tmp_path):
     with folder_lock(folder):  # at once: a held lock would raise
         assert (folder / LOCK_FILE).read_text().strip() == str(os.getpid())
     assert not (folder / RUN_MARKER).exists()  # a lock alone makes no run
+
+
+# --- checks made before the first stage --------------------------------------------------
+
+
+def _folder_args(run: Path, data: Path, *extra: str) -> list[str]:
+    args = ["run", "--config", "demo", "--run-dir", str(run), "--no-progress"]
+    for override in [*TINY_OVERRIDES, "data.format=folder", f"data.root={data}", *extra]:
+        args += ["--set", override]
+    return args
+
+
+def test_a_late_stages_batch_size_is_refused_before_the_first_stage(tmp_path, capsys):
+    data = write_folder_dataset(tmp_path / "data")  # 16 train images
+    run = tmp_path / "run"
+    assert main(_folder_args(run, data, "train_seg.loop.batch_size=32")) == 2
+    line = _error_line(capsys)
+    assert "train_seg.loop.batch_size: 32 is more than the 16 training images" in line
+    assert "train split 'train'" in line and "lower it" in line
+    assert set(RunDir(run).manifest()) == {"data"}  # nothing trained
+    assert not (run / "classifier").exists()
+
+
+def test_a_train_split_without_tags_is_named_as_such(tmp_path, capsys):
+    data = write_folder_dataset(tmp_path / "data")
+    rows = (data / "labels.csv").read_text().splitlines()
+    untagged = [rows[0]] + [
+        f"{r.split(',')[0]},,{r.split(',')[2]}" if r.endswith(",train") else r for r in rows[1:]
+    ]
+    (data / "labels.csv").write_text("\n".join(untagged) + "\n")
+    assert main(_folder_args(tmp_path / "run", data)) == 2
+    line = _error_line(capsys)
+    assert "the train split 'train' has no image with a tag" in line
+    assert "all 16 listed images have none (train-00, train-01, train-02, ...)" in line
+
+
+def test_until_is_a_stopping_point_not_part_of_the_run(tmp_path, capsys):
+    run, data = tmp_path / "run", tmp_path / "data"
+    assert main(_args("run", run, data)) == 0  # until: cams
+    cams_only = RunDir(run).manifest()
+    assert main(_args("run", run, data, "until=pseudo-labels")) == 0
+    further = RunDir(run).manifest()
+    assert {name: further[name] for name in cams_only} == cams_only  # nothing re-run
+    assert any(name.startswith("pseudo_labels/") for name in further)
+    assert "until: pseudo-labels" in (run / "config.yaml").read_text()
+    assert main(_args("run", run, data)) == 0  # back to cams: stops there, keeps the rest
+    assert RunDir(run).manifest() == further
+    assert "until: pseudo-labels" in (run / "config.yaml").read_text()  # how far it goes

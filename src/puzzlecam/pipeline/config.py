@@ -18,7 +18,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from puzzlecam.cams.inference import check_scales
 from puzzlecam.data.demo import DemoDataConfig
@@ -64,6 +64,7 @@ __all__ = [
     "load_run_config",
     "resolve_preset",
     "PRESETS_DIR",
+    "UNTIL_PHASES",
 ]
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -226,10 +227,16 @@ class ReportConfig:
         require_at_least(self.num_samples, "num_samples", 0)
 
 
+Until = Literal["cams", "pseudo-labels", "train-seg"]
+UNTIL_PHASES: tuple[str, ...] = get_args(Until)
+"""The pipeline's phases in order, each named by the ``until`` that ends it."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every stage's settings. ``until`` stops the pipeline early: after the CAMs, after
-    the pseudo labels, or (default) after the segmentation model.
+    the pseudo labels, or (default) after the segmentation model. It is a stopping point,
+    not part of the run: a run continued with a later ``until`` keeps its finished stages.
 
     ``name`` is the run's folder under ``runs/``: a plain folder name. ``device`` is
     not part of the run's identity (the same run can be resumed on another device).
@@ -237,7 +244,7 @@ class RunConfig:
 
     name: str = "run"
     device: str = field(default="auto", metadata=NOT_FINGERPRINTED)
-    until: Literal["cams", "pseudo-labels", "train-seg"] = "train-seg"
+    until: Until = field(default="train-seg", metadata=NOT_FINGERPRINTED)
     data: DataConfig = field(default_factory=DataConfig)
     train_cls: TrainClsConfig = field(default_factory=TrainClsConfig)
     cams: CamConfig = field(default_factory=CamConfig)

@@ -31,7 +31,7 @@ from puzzlecam.pipeline.branches import (
     segmenter_key,
     segmenter_settings,
 )
-from puzzlecam.pipeline.config import RunConfig
+from puzzlecam.pipeline.config import UNTIL_PHASES, RunConfig
 from puzzlecam.pipeline.run_dir import RunDir
 
 __all__ = [
@@ -143,7 +143,6 @@ class Plan:
         return next((s for s in self.every if any(c.key == key for c in s.scores)), None)
 
 
-_PHASES = ("cams", "pseudo-labels", "train-seg")  # the phases, named by the `until` ending each
 _MODELS = {  # the trained models, for people
     "train_cls/puzzle_cam": "Puzzle-CAM classifier",
     "train_cls/plain_cam": "Plain-CAM classifier (baseline)",
@@ -163,7 +162,7 @@ def _left_out(config: RunConfig, phase: str, method: str = "", variant: str = ""
     """Why ``config`` has no stage of ``phase`` for ``method`` / ``variant`` ("" if it has)."""
     if method == "plain_cam" and not config.train_cls.baseline_plain_cam:
         return "no plain-CAM baseline: train_cls.baseline_plain_cam is false"
-    if _PHASES.index(phase) > _PHASES.index(config.until):
+    if UNTIL_PHASES.index(phase) > UNTIL_PHASES.index(config.until):
         after = "the CAMs" if config.until == "cams" else "the pseudo labels"
         return f"it stops after {after}: until: {config.until}"
     if variant == "full" and not config.train_seg.fully_supervised:

@@ -52,6 +52,7 @@ from puzzlecam.dataclass_yaml import (
 from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.io import atomic_write, claim_folder, read_json, read_text, write_json
 from puzzlecam.pipeline.branches import VARIANTS
+from puzzlecam.pipeline.config import UNTIL_PHASES
 from puzzlecam.training.checkpoint import WEIGHTS_FILE
 from puzzlecam.training.metrics_log import LOG_FILE
 
@@ -197,7 +198,21 @@ class RunDir:
             with atomic_write(path) as handle:
                 handle.write(dump_yaml(config).encode("utf-8"))
 
-        claim_folder(self.root, self.config_path.name, write, check)
+        if not claim_folder(self.root, self.config_path.name, write, check):
+            self._record_furthest_until(config)
+
+    def _record_furthest_until(self, config: Any) -> None:
+        """config.yaml says how far the run goes: the furthest ``until`` it was given (a
+        stopping point, not part of the run, so a run continued further keeps its stages)."""
+        until = getattr(config, "until", None)
+        stored = yaml.safe_load(read_text(self.config_path)) or {}
+        old = stored.get("until")
+        if until is None or old not in UNTIL_PHASES:
+            return
+        if UNTIL_PHASES.index(until) > UNTIL_PHASES.index(old):
+            stored["until"] = until
+            with atomic_write(self.config_path) as handle:
+                handle.write(dump_yaml(from_dict(type(config), stored)).encode("utf-8"))
 
     def changed_settings(self, config: Any) -> list[str]:
         """The settings (``a.b: old -> new``) in which the run's config.yaml differs from

@@ -18,7 +18,7 @@ from puzzlecam.pipeline import stages as S
 from puzzlecam.pipeline.branches import BRANCH_SCORES, METHOD_NAMES, TABLE2_COLUMNS, branch_table
 from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.data_check import DataState, prepare_data
-from puzzlecam.pipeline.plan import Stage, Step, every_stage, plan_stages, stage_times
+from puzzlecam.pipeline.plan import Stage, Step, every_stage, make_plan, plan_stages, stage_times
 from puzzlecam.pipeline.run_dir import reclaim_output_dir
 from puzzlecam.training.distributed import barrier
 
@@ -26,6 +26,7 @@ __all__ = [
     "Stage",
     "plan_stages",
     "stage_fingerprints",
+    "check_batches",
     "check_models",
     "run_pipeline",
     "format_summary",
@@ -119,6 +120,36 @@ def _model_builders(stage: Stage) -> dict[tuple[str, Any], Callable[[], Any]]:
     return {}
 
 
+def check_batches(ctx: RunContext, stages: Iterable[Stage]) -> None:
+    """Every training stage in ``stages`` has at least one global batch of training images:
+    checked before the first stage runs (not when the stage comes, hours later), naming
+    the setting, and the tags when the images were left out for having none."""
+    for stage in stages:
+        if stage.step not in ("train-cls", "train-aff", "train-seg"):
+            continue
+        section = stage.step.replace("-", "_")  # its settings' section: train_cls ...
+        batch = stage.config[section].loop.batch_size
+        train = ctx.split("train")
+        images = train.with_masks() if stage.variant == "full" else train
+        if len(images.samples) >= batch:
+            continue
+        name = ctx.split_name("train")
+        untagged = [i for i, reason in train.skipped if reason == "no tags"]
+        if not train.samples and untagged:
+            shown = ", ".join(untagged[:3]) + (", ..." if len(untagged) > 3 else "")
+            raise ConfigError(
+                f"the train split '{name}' has no image with a tag: all {len(untagged)} listed "
+                f"images have none ({shown}); training needs images tagged with the classes "
+                "they show"
+            )
+        what = "training images with masks" if stage.variant == "full" else "training images"
+        raise ConfigError(
+            f"{section}.loop.batch_size: {batch} is more than the {len(images.samples)} "
+            f"{what} in the train split '{name}' ({stage.name} could not take one step); "
+            "lower it, or add images"
+        )
+
+
 def check_models(stages: Iterable[Stage]) -> None:
     """Build the model of every training stage in ``stages`` on the meta device (no
     memory, no compute) before the first runs: an unknown backbone, a missing or
@@ -149,7 +180,8 @@ def run_pipeline(ctx: RunContext, commands: Iterable[str] | None = None) -> None
     data_stage, *plan = plan_stages(ctx.config)
     if ctx.dist.is_main and ctx.run.root.is_dir():
         ctx.run.remove_stale_temp_files()
-        for name in ctx.run.forget_stages([data_stage.name] + [s.name for s in plan]):
+        # every stage this config may have: those after `until` stay done for a later one
+        for name in ctx.run.forget_stages(s.name for s in make_plan(ctx.config).every):
             ctx.log(
                 f"[forget] {name}: not a stage of this version (its files are left as they are)"
             )
@@ -169,6 +201,7 @@ def run_pipeline(ctx: RunContext, commands: Iterable[str] | None = None) -> None
         and not ctx.run.is_done(stage.name, prints[stage.name])
     ]
     if ctx.dist.is_main:
+        check_batches(ctx, to_run)
         check_models(to_run)
     barrier(ctx.dist)
     for stage in plan:
