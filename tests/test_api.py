@@ -9,6 +9,7 @@ from PIL import Image
 from puzzlecam import api
 from puzzlecam.cams.inference import multiscale_cams, normalize_cams
 from puzzlecam.cli import main
+from puzzlecam.data.datasets import image_to_tensor
 from puzzlecam.errors import RunDirError
 from puzzlecam.io import load_label_png
 from puzzlecam.models.classifier import CamClassifier
@@ -78,6 +79,23 @@ def test_cams_shapes_ranges_and_inputs(run, tmp_path):
             np.testing.assert_array_equal(run.cams(same, "bar")["bar"], maps["bar"])
     with pytest.raises(ValueError, match=r"unknown class name\(s\) \['dog'\].*\['square', 'bar'\]"):
         run.cams(pixels, classes=["dog"])
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((5, 0, 3), np.uint8)):
+        for call in (run.cams, run.segment, run.predict_classes):
+            with pytest.raises(ValueError, match=r"image array of shape .* holds no pixels"):
+                call(empty)
+
+
+def test_tiny_and_one_pixel_wide_images_without_warnings(run, recwarn):
+    # decoded images are read-only arrays; a 1-pixel-wide one stays contiguous when
+    # transposed, which torch shares with a warning unless it is copied
+    for height, width in ((1, 1), (10, 7), (7, 1)):
+        decoded = np.asarray(Image.fromarray(_image(height, width)))
+        maps = run.cams(decoded, classes=["bar"])
+        assert maps["bar"].shape == (height, width) and np.isfinite(maps["bar"]).all()
+        tensor = image_to_tensor(decoded)
+        assert tensor.shape == (3, height, width)
+        np.testing.assert_array_equal(tensor.permute(1, 2, 0).numpy(), decoded)
+    assert not [str(w.message) for w in recwarn if "not writable" in str(w.message)]
 
 
 def test_cams_are_the_cam_stages(run):

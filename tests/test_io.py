@@ -147,6 +147,18 @@ def test_tensor_files_load_and_bad_ones_are_refused_without_running_them(tmp_pat
         load_tensor_file(folder / "missing.pt", "fix")
 
 
+def test_a_raw_pickle_of_protocol_4_is_refused_in_one_line(tmp_path, recwarn):
+    import pickle
+
+    from puzzlecam.io import load_tensor_file
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(pickle.dumps({"state_dict": {"w": [1.0]}}, protocol=4))
+    with pytest.raises(DataError, match="not a plain weights file"):
+        load_tensor_file(path, "fix")
+    assert not [str(w.message) for w in recwarn]  # torch's protocol warning stays inside
+
+
 def test_jsonl_skips_only_a_torn_last_line(tmp_path):
     path = tmp_path / "log.jsonl"
     assert read_jsonl(path) == []

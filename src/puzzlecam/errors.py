@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "RunDirError",
     "TrainingError",
+    "StageError",
     "short_list",
 ]
 
@@ -53,3 +54,8 @@ class RunDirError(PuzzlecamError):
 
 class TrainingError(PuzzlecamError):
     """Training cannot go on (e.g. the loss stayed NaN/inf); the last good checkpoint is kept."""
+
+
+class StageError(PuzzlecamError):
+    """A stage of a run could not read or write a file (a full disk, permissions): the
+    message names the stage and the file; finished work is kept for the rerun."""

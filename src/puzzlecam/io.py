@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -57,9 +58,12 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(error, OSError) and error.filename in (None, tmp_name):
+            # a full disk fails a write() with no file name: name the file being written
+            raise type(error)(error.errno, error.strerror or str(error), str(path)) from error
         raise
 
 
@@ -278,7 +282,11 @@ def load_tensor_file(path: str | Path, fix: str) -> Any:
     if not path.is_file():
         raise DataError(path, f"weights file not found; {fix}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # a raw pickle of another protocol makes torch warn before it refuses the file:
+            # the refusal below says all there is to say, in one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         # torch's text suggests weights_only=False, i.e. running the file's code: keep
         # only the lines that say what was refused

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from puzzlecam.data.loader import CheckedLoader
-from puzzlecam.errors import ConfigError, DataError, RunDirError, TrainingError
+from puzzlecam.errors import ConfigError, DataError, RunDirError, StageError, TrainingError
 
 
 class _BadItem(Dataset):
@@ -27,6 +27,7 @@ class _BadItem(Dataset):
         ConfigError("cams.scales: empty"),
         RunDirError("runs/x: other config"),
         TrainingError("loss nan"),
+        StageError("stage cams/x/train: disk full"),
     ],
 )
 def test_errors_pickle_to_equal_errors(error):

@@ -226,3 +226,31 @@ def test_until_is_a_stopping_point_not_part_of_the_run(tmp_path, capsys):
     assert main(_args("run", run, data)) == 0  # back to cams: stops there, keeps the rest
     assert RunDir(run).manifest() == further
     assert "until: pseudo-labels" in (run / "config.yaml").read_text()  # how far it goes
+
+
+def test_a_full_disk_names_the_stage_and_the_file_and_keeps_finished_work(
+    tmp_path, capsys, monkeypatch
+):
+    import errno
+
+    real_fsync = os.fsync
+
+    def full_for_cam_files(fd: int) -> None:  # the disk fills up as the CAMs are written
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if "/cams/puzzle_cam/train/" in name and ".npz." in name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    run, data = tmp_path / "run", tmp_path / "data"
+    monkeypatch.setattr(os, "fsync", full_for_cam_files)
+    assert main(_args("run", run, data)) == 2
+    line = _error_line(capsys)
+    assert line.startswith("puzzlecam run: error: stage cams/puzzle_cam/train: ")
+    assert f"{run / 'cams' / 'puzzle_cam' / 'train'}/train_" in line
+    assert "No space left on device; free space on the disk" in line
+    done = RunDir(run).manifest()
+    assert "train_cls/puzzle_cam" in done and "cams/puzzle_cam/train" not in done
+    assert not list((run / "cams").rglob("*.tmp"))  # no half-written file left behind
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the rerun finishes
+    assert main(_args("run", run, data)) == 0
+    assert RunDir(run).manifest()["train_cls/puzzle_cam"] == done["train_cls/puzzle_cam"]

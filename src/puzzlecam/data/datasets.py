@@ -29,7 +29,9 @@ __all__ = [
 
 def image_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 array -> (3, H, W) uint8 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+    # writable too: a decoded image's array is read-only, and for a 1-pixel-wide image the
+    # transposed view is already contiguous, which torch would share and warn about
+    return torch.from_numpy(np.require(pixels.transpose(2, 0, 1), requirements=["C", "W"]))
 
 
 class _EpochSeeded(Dataset):

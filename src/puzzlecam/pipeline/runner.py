@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from puzzlecam.dataclass_yaml import config_hash
-from puzzlecam.errors import ConfigError, RunDirError
+from puzzlecam.errors import ConfigError, RunDirError, StageError
 from puzzlecam.pipeline import stages as S
 from puzzlecam.pipeline.branches import BRANCH_SCORES, METHOD_NAMES, TABLE2_COLUMNS, branch_table
 from puzzlecam.pipeline.context import RunContext
@@ -234,11 +234,24 @@ def _run_stage(
     entry = manifest.get(stage.name)
     reason = why(stage, entry) if why else ""
     ctx.log(f"[run] {stage.name}{f': {reason}' if reason else ''}")
+    try:
+        _clear_and_run(ctx, stage, fingerprint, finished_before=entry is not None)
+    except OSError as error:  # the system refused a write or a read: say which stage, which file
+        where = f"{error.filename}: " if error.filename else ""
+        why = error.strerror or str(error) or type(error).__name__
+        raise StageError(
+            f"stage {stage.name}: {where}{why}; free space on the disk (or check the "
+            "path's permissions), then run the same command again: finished work is kept"
+        ) from error
+
+
+def _clear_and_run(ctx: RunContext, stage: Stage, fingerprint: str, finished_before: bool) -> None:
+    """Clear ``stage``'s outputs of other inputs, run it and record it as done."""
     if ctx.dist.is_main:
         cleared = [
             directory
             for directory in stage.outputs(ctx.run)
-            if reclaim_output_dir(directory, fingerprint, finished_before=entry is not None)
+            if reclaim_output_dir(directory, fingerprint, finished_before)
         ]
         if cleared:
             shown = ", ".join(str(d.relative_to(ctx.run.root)) for d in cleared)

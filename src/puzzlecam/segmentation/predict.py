@@ -111,6 +111,8 @@ def image_array(image: Image.Image | str | Path | np.ndarray) -> np.ndarray:
             image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba)
         return np.asarray(image.convert("RGB"))
     if isinstance(image, np.ndarray):
+        if image.ndim in (2, 3) and 0 in image.shape[:2]:
+            raise ValueError(f"image array of shape {image.shape} holds no pixels")
         if image.dtype != np.uint8:
             raise ValueError(
                 f"image array has dtype {image.dtype}; pass uint8 RGB in 0..255 "
