@@ -165,7 +165,21 @@ whose default changes nothing; ``config_hash`` counts it only when it is set to 
 else, so adding it keeps every finished stage of those runs valid."""
 
 
-def _fingerprinted(config: Any, field: dataclasses.Field) -> bool:
+FINGERPRINT_POLICY = 2
+"""The rule of what a fingerprint holds. 2 (2026-12-04): the execution settings
+(``EXECUTION``) left it. ``config_hash(..., policy=1)`` gives the fingerprints of runs made
+under the rule before, so that those runs are recognised and kept (``pipeline.runner``)."""
+
+
+EXECUTION = {"fingerprint": False, "fingerprinted_until_policy": 1}
+"""``field(metadata=EXECUTION)``: how a stage runs, not what it makes (data-loading workers,
+logging, memory layout, the batching of inference, how many pictures are drawn): it never
+binds a run directory nor re-runs a stage. Fingerprinted under policy 1."""
+
+
+def _fingerprinted(config: Any, field: dataclasses.Field, policy: int) -> bool:
+    if policy <= field.metadata.get("fingerprinted_until_policy", 0):
+        return True  # the rule of an older policy, to recognise its runs
     mode = field.metadata.get("fingerprint", True)
     if mode == FINGERPRINTED_UNLESS_DEFAULT["fingerprint"]:
         return getattr(config, field.name) != field.default
@@ -185,26 +199,27 @@ def to_dict(config: Any) -> Any:
     return config
 
 
-def fingerprint_data(config: Any) -> Any:
-    """``to_dict(config)`` without the fields marked ``NOT_FINGERPRINTED``, nor those
-    marked ``FINGERPRINTED_UNLESS_DEFAULT`` that hold their default."""
+def fingerprint_data(config: Any, policy: int = FINGERPRINT_POLICY) -> Any:
+    """``to_dict(config)`` without the fields marked ``NOT_FINGERPRINTED`` or ``EXECUTION``,
+    nor those marked ``FINGERPRINTED_UNLESS_DEFAULT`` that hold their default; ``policy``:
+    as an older ``FINGERPRINT_POLICY`` had it."""
     if dataclasses.is_dataclass(config):
         return {
-            f.name: fingerprint_data(getattr(config, f.name))
+            f.name: fingerprint_data(getattr(config, f.name), policy)
             for f in dataclasses.fields(config)
-            if _fingerprinted(config, f)
+            if _fingerprinted(config, f, policy)
         }
     if isinstance(config, Mapping):
-        return {str(key): fingerprint_data(value) for key, value in config.items()}
+        return {str(key): fingerprint_data(value, policy) for key, value in config.items()}
     if isinstance(config, (tuple, list)):
-        return [fingerprint_data(item) for item in config]
+        return [fingerprint_data(item, policy) for item in config]
     return to_dict(config)
 
 
-def config_hash(config: Any) -> str:
-    """Short, stable fingerprint of a config (or of any plain data); fields marked
-    ``NOT_FINGERPRINTED`` are left out."""
-    text = json.dumps(fingerprint_data(config), sort_keys=True, separators=(",", ":"))
+def config_hash(config: Any, policy: int = FINGERPRINT_POLICY) -> str:
+    """Short, stable fingerprint of a config (or of any plain data): its
+    ``fingerprint_data`` under ``policy``."""
+    text = json.dumps(fingerprint_data(config, policy), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

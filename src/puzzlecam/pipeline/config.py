@@ -25,6 +25,7 @@ from puzzlecam.data.demo import DemoDataConfig
 from puzzlecam.data.splits import DataConfig
 from puzzlecam.data.transforms import AugmentConfig
 from puzzlecam.dataclass_yaml import (
+    EXECUTION,
     NOT_FINGERPRINTED,
     apply_overrides,
     from_dict,
@@ -100,9 +101,9 @@ class CamConfig:
 
     scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     flip: bool = True
-    batch_size: int = 8
-    num_workers: int = 2
-    overlays: int = 8
+    batch_size: int = field(default=8, metadata=EXECUTION)
+    num_workers: int = field(default=2, metadata=EXECUTION)
+    overlays: int = field(default=8, metadata=EXECUTION)
     channels_last: bool = field(default=True, metadata=NOT_FINGERPRINTED)
 
     def __post_init__(self) -> None:
@@ -221,7 +222,7 @@ class TrainSegConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
-    num_samples: int = 6
+    num_samples: int = field(default=6, metadata=EXECUTION)
 
     def __post_init__(self) -> None:
         require_at_least(self.num_samples, "num_samples", 0)

@@ -36,7 +36,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,29 @@ class RunDir:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         write_json(self.manifest_path, manifest)
+
+    def update_fingerprints(
+        self, old: Mapping[str, str], new: Mapping[str, str], outputs: Mapping[str, Iterable[Path]]
+    ) -> list[str]:
+        """Give the finished stages whose manifest fingerprint is ``old[stage]`` the
+        fingerprint ``new[stage]``, in the manifest and in their output folders' markers
+        (``outputs[stage]``); returns their names."""
+        manifest = self.manifest()
+        updated = []
+        for name, entry in manifest.items():
+            was, now = old.get(name), new.get(name)
+            if was is None or now is None or was == now or entry.get("fingerprint") != was:
+                continue
+            entry["fingerprint"] = now
+            updated.append(name)
+            for folder in outputs.get(name, ()):
+                marker = folder / _MARKER
+                if marker.is_file() and marker.read_text(encoding="utf-8").strip() == was:
+                    with atomic_write(marker) as handle:
+                        handle.write(now.encode("utf-8"))
+        if updated:
+            write_json(self.manifest_path, manifest)
+        return updated
 
     def forget_stages(self, keep: Iterable[str]) -> list[str]:
         """Drop the manifest entries of stages not in ``keep`` (stages an earlier version

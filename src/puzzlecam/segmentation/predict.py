@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from tqdm import tqdm
 from puzzlecam.cams.inference import check_scales, scales_and_flips
 from puzzlecam.crf import crf_iterations, crf_refine_probs
 from puzzlecam.data.ids import id_path
-from puzzlecam.dataclass_yaml import require_at_least
+from puzzlecam.dataclass_yaml import EXECUTION, require_at_least
 from puzzlecam.errors import DataError
 from puzzlecam.io import atomic_write, load_image, save_label_png
 from puzzlecam.models.segmenter import Segmenter
@@ -58,7 +58,7 @@ class PredictConfig:
     flip: bool = True
     crf: bool = False
     crf_iterations: int = 10
-    batch_size: int = 4
+    batch_size: int = field(default=4, metadata=EXECUTION)
     max_long_side: int = 1024
 
     def __post_init__(self) -> None:

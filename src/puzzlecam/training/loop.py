@@ -32,7 +32,7 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from puzzlecam.data.loader import CheckedLoader
-from puzzlecam.dataclass_yaml import NOT_FINGERPRINTED, require
+from puzzlecam.dataclass_yaml import EXECUTION, NOT_FINGERPRINTED, require
 from puzzlecam.errors import ConfigError, TrainingError
 from puzzlecam.training.checkpoint import Checkpointer, load_weights, save_weights
 from puzzlecam.training.distributed import DistContext, maybe_no_sync
@@ -66,13 +66,13 @@ class LoopConfig:
     epochs: int = 15
     batch_size: int = 32
     grad_accum: int = 1
-    num_workers: int = 4
+    num_workers: int = field(default=4, metadata=EXECUTION)
     seed: int = 0
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    channels_last: Literal["auto", "on", "off"] = "auto"
-    checkpoint_every_steps: int = 0
-    log_every_steps: int = 10
-    tensorboard: bool = False
+    channels_last: Literal["auto", "on", "off"] = field(default="auto", metadata=EXECUTION)
+    checkpoint_every_steps: int = field(default=0, metadata=EXECUTION)
+    log_every_steps: int = field(default=10, metadata=EXECUTION)
+    tensorboard: bool = field(default=False, metadata=EXECUTION)
     max_nonfinite_steps: int = field(default=5, metadata=NOT_FINGERPRINTED)
 
     def __post_init__(self) -> None:
