@@ -14,6 +14,7 @@ import pytest
 
 from puzzlecam.cli import main
 from puzzlecam.errors import RunDirError
+from puzzlecam.io import read_jsonl
 from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.pipeline.run_dir import LOCK_FILE, RUN_MARKER, RunDir, folder_lock
 from tests.helpers import TINY_OVERRIDES, tree_digest, write_folder_dataset
@@ -254,3 +255,25 @@ def test_a_full_disk_names_the_stage_and_the_file_and_keeps_finished_work(
     monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the rerun finishes
     assert main(_args("run", run, data)) == 0
     assert RunDir(run).manifest()["train_cls/puzzle_cam"] == done["train_cls/puzzle_cam"]
+
+
+def test_two_runs_at_once_one_refused_and_the_log_has_each_step_once(tmp_path, capsys):
+    run, data = tmp_path / "run", tmp_path / "data"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "puzzlecam", *_args("run", run, data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        lock = run / LOCK_FILE
+        while first.poll() is None and not (
+            lock.is_file() and lock.read_text().strip() == str(first.pid)
+        ):
+            pass
+        assert first.poll() is None, first.stderr.read().decode()
+        assert main(_args("run", run, data)) == 2  # the second, while the first trains
+        assert f"in use: another puzzlecam process (pid {first.pid})" in _error_line(capsys)
+    finally:
+        assert first.wait(timeout=300) == 0
+    log = read_jsonl(run / "classifier" / "puzzle_cam" / "metrics.jsonl")
+    steps = [record["step"] for record in log if "type" not in record]
+    assert steps and steps == sorted(set(steps))  # each logged once, in order
