@@ -336,7 +336,6 @@ def _run_context(args: argparse.Namespace, preset: str | None = None):
     config = load_run_config(args.config or preset, tuple(overrides))
     run_dir = RunDir(args.run_dir or Path("runs") / config.name)
     check_output(run_dir.root, "folder", option="--run-dir")
-    run_dir.check_can_hold_run()  # before anything is written, the lock file too
     context = init_distributed(config.device)
     with run_dir.lock() if context.is_main else contextlib.nullcontext():
         if context.is_main:

@@ -212,7 +212,7 @@ def test_a_train_split_without_tags_is_named_as_such(tmp_path, capsys):
     assert main(_folder_args(tmp_path / "run", data)) == 2
     line = _error_line(capsys)
     assert "the train split 'train' has no image with a tag" in line
-    assert "all 16 listed images have none (train-00, train-01, train-02, ...)" in line
+    assert "all 16 listed images have none (train-00, train-01, train-02, ... (16 in all))" in line
 
 
 def test_until_is_a_stopping_point_not_part_of_the_run(tmp_path, capsys):

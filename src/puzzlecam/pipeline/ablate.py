@@ -34,7 +34,7 @@ from puzzlecam.io import atomic_write, write_json
 from puzzlecam.pipeline.branches import TABLE2_COLUMNS, Output, metric_key
 from puzzlecam.pipeline.config import RunConfig
 from puzzlecam.pipeline.context import RunContext
-from puzzlecam.pipeline.run_dir import LOCK_FILE, RunDir, folder_lock
+from puzzlecam.pipeline.run_dir import RunDir, folder_lock, refuse_foreign_folder
 from puzzlecam.pipeline.runner import run_pipeline
 from puzzlecam.training.distributed import DistContext
 
@@ -356,19 +356,12 @@ def run_ablation(
 def check_ablation_root(root: Path) -> None:
     """Refuse, before anything is written, a root that is neither new, empty nor an
     ablation's (its marker, or from before the marker: ablation.json or a sub-run)."""
-    if not root.is_dir() or (root / ABLATION_MARKER).is_file():
-        return
-    if (root / "ablation.json").is_file() or any(
-        RunDir(folder).is_run() for v in VARIANTS for folder in (root / v).glob("seed*")
-    ):
-        return
-    foreign = sorted(p.name for p in root.iterdir() if p.name != LOCK_FILE)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise RunDirError(
-            f"{root} holds other files ({shown}) and is not a puzzlecam ablation folder (no "
-            f"{ABLATION_MARKER}); nothing was written: give --run-dir a new or empty folder"
-        )
+    owned = root.is_dir() and (
+        (root / ABLATION_MARKER).is_file()
+        or (root / "ablation.json").is_file()
+        or any(RunDir(folder).is_run() for v in VARIANTS for folder in (root / v).glob("seed*"))
+    )
+    refuse_foreign_folder(root, owned, "ablation folder", ABLATION_MARKER)
 
 
 def _run_all(

@@ -49,7 +49,7 @@ from puzzlecam.dataclass_yaml import (
     fingerprint_data,
     from_dict,
 )
-from puzzlecam.errors import ConfigError, RunDirError
+from puzzlecam.errors import ConfigError, RunDirError, short_list
 from puzzlecam.io import atomic_write, claim_folder, read_json, read_text, write_json
 from puzzlecam.pipeline.branches import VARIANTS
 from puzzlecam.pipeline.config import UNTIL_PHASES
@@ -65,6 +65,7 @@ __all__ = [
     "folder_lock",
     "is_atomic_temp",
     "reclaim_output_dir",
+    "refuse_foreign_folder",
     "resolve_weights",
 ]
 
@@ -85,6 +86,20 @@ def is_atomic_temp(name: str, targets: Iterable[str] | None = None) -> bool:
     and, with ``targets``, one for a file of those names."""
     found = _ATOMIC_TEMP.match(name)
     return bool(found) and (targets is None or found["target"] in set(targets))
+
+
+def refuse_foreign_folder(folder: Path, owned: bool, what: str, marker: str) -> None:
+    """Raise RunDirError for an existing ``folder`` that is not ``owned`` (puzzlecam's
+    ``what``, recognised by ``marker``) and holds files (a lock file aside): nothing is
+    ever written into, or cleaned up in, a folder of other files."""
+    if not folder.is_dir() or owned:
+        return
+    foreign = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE)
+    if foreign:
+        raise RunDirError(
+            f"{folder} holds other files ({short_list(foreign, 5)}) and is not a puzzlecam "
+            f"{what} (no {marker}); nothing was written: give --run-dir a new or empty folder"
+        )
 
 
 @contextlib.contextmanager
@@ -155,15 +170,7 @@ class RunDir:
     def check_can_hold_run(self) -> None:
         """Refuse, before anything is written, a folder that is neither new, empty nor a run
         directory: a run never writes into (or cleans up) a folder of other files."""
-        if not self.root.is_dir() or self.is_run():
-            return
-        foreign = sorted(p.name for p in self.root.iterdir() if p.name != LOCK_FILE)
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-            raise RunDirError(
-                f"{self.root} holds other files ({shown}) and is not a puzzlecam run directory "
-                f"(no {RUN_MARKER}); nothing was written: give --run-dir a new or empty folder"
-            )
+        refuse_foreign_folder(self.root, self.is_run(), "run directory", RUN_MARKER)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

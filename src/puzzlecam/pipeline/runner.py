@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from puzzlecam.dataclass_yaml import FINGERPRINT_POLICY, config_hash
-from puzzlecam.errors import ConfigError, RunDirError, StageError
+from puzzlecam.errors import ConfigError, RunDirError, StageError, short_list
 from puzzlecam.pipeline import stages as S
 from puzzlecam.pipeline.branches import BRANCH_SCORES, METHOD_NAMES, TABLE2_COLUMNS, branch_table
 from puzzlecam.pipeline.context import RunContext
@@ -139,11 +139,10 @@ def check_batches(ctx: RunContext, stages: Iterable[Stage]) -> None:
         name = ctx.split_name("train")
         untagged = [i for i, reason in train.skipped if reason == "no tags"]
         if not train.samples and untagged:
-            shown = ", ".join(untagged[:3]) + (", ..." if len(untagged) > 3 else "")
             raise ConfigError(
                 f"the train split '{name}' has no image with a tag: all {len(untagged)} listed "
-                f"images have none ({shown}); training needs images tagged with the classes "
-                "they show"
+                f"images have none ({short_list(untagged, 3)}); training needs images tagged "
+                "with the classes they show"
             )
         what = "training images with masks" if stage.variant == "full" else "training images"
         raise ConfigError(
@@ -221,9 +220,9 @@ def _keep_older_runs(
     """Stages finished under an older fingerprint policy (before execution settings left
     the fingerprint) are this config's too: their manifest entries and output markers get
     today's fingerprints, so nothing is trained again. The one place such shims live."""
+    outputs = {stage.name: stage.outputs(ctx.run) for stage in plan}
     for policy in range(1, FINGERPRINT_POLICY):
         older = stage_fingerprints(plan, data, policy)
-        outputs = {stage.name: stage.outputs(ctx.run) for stage in plan}
         kept = ctx.run.update_fingerprints(older, prints, outputs)
         if kept:
             ctx.log(

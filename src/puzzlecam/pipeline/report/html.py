@@ -1,8 +1,9 @@
 """The page: the run's summary drawn into figures and sample pictures, then rendered
 through ``templates/report.html.j2`` into ``report/index.html``.
 
-The report is built in a temporary folder beside ``report/`` and renamed over it, so a
-crash leaves the previous report (or none), never half of one.
+The report is built in a temporary folder beside ``report/``, then its files are moved in
+(index.html last) and the previous report's files it did not rewrite removed; files in
+``report/`` that no report wrote stay.
 """
 
 from __future__ import annotations
