@@ -165,10 +165,11 @@ whose default changes nothing; ``config_hash`` counts it only when it is set to 
 else, so adding it keeps every finished stage of those runs valid."""
 
 
-FINGERPRINT_POLICY = 2
+FINGERPRINT_POLICY = 3
 """The rule of what a fingerprint holds. 2 (2026-12-04): the execution settings
-(``EXECUTION``) left it. ``config_hash(..., policy=1)`` gives the fingerprints of runs made
-under the rule before, so that those runs are recognised and kept (``pipeline.runner``)."""
+(``EXECUTION``) left it. 3: a section's ``fingerprint_form`` (below) applies.
+``config_hash(..., policy=N)`` gives the fingerprints of runs made under an older rule, so
+that those runs are recognised and kept (``pipeline.runner``)."""
 
 
 EXECUTION = {"fingerprint": False, "fingerprinted_until_policy": 1}
@@ -182,8 +183,15 @@ def _fingerprinted(config: Any, field: dataclasses.Field, policy: int) -> bool:
         return True  # the rule of an older policy, to recognise its runs
     mode = field.metadata.get("fingerprint", True)
     if mode == FINGERPRINTED_UNLESS_DEFAULT["fingerprint"]:
-        return getattr(config, field.name) != field.default
+        return getattr(config, field.name) != _default(field)
     return bool(mode)
+
+
+def _default(field: dataclasses.Field) -> Any:
+    """A field's default value, made by its ``default_factory`` when it has one."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
 
 
 def to_dict(config: Any) -> Any:
@@ -202,7 +210,13 @@ def to_dict(config: Any) -> Any:
 def fingerprint_data(config: Any, policy: int = FINGERPRINT_POLICY) -> Any:
     """``to_dict(config)`` without the fields marked ``NOT_FINGERPRINTED`` or ``EXECUTION``,
     nor those marked ``FINGERPRINTED_UNLESS_DEFAULT`` that hold their default; ``policy``:
-    as an older ``FINGERPRINT_POLICY`` had it."""
+    as an older ``FINGERPRINT_POLICY`` had it.
+
+    A section whose settings can say the same thing two ways (e.g. a batch split into
+    micro-batches where the maths is the same) defines ``fingerprint_form()``: the one way
+    its fingerprint is taken in (policy 3 on)."""
+    if dataclasses.is_dataclass(config) and policy >= 3 and hasattr(config, "fingerprint_form"):
+        config = config.fingerprint_form()
     if dataclasses.is_dataclass(config):
         return {
             f.name: fingerprint_data(getattr(config, f.name), policy)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from puzzlecam.cli import main
-from puzzlecam.dataclass_yaml import FINGERPRINT_POLICY, config_hash
+from puzzlecam.dataclass_yaml import config_hash
 from puzzlecam.pipeline import runner
 from puzzlecam.pipeline.config import load_run_config
 from puzzlecam.pipeline.run_dir import RunDir
@@ -105,7 +105,7 @@ def test_a_run_made_under_the_older_policy_is_kept(tmp_path, capsys, monkeypatch
     assert main(_args(run, data)) == 0  # today's puzzlecam: nothing trained again
     out = capsys.readouterr().out
     kept = RunDir(run).manifest()
-    assert "[run] " not in out and f"fingerprint policy {FINGERPRINT_POLICY - 1}" in out
+    assert "[run] " not in out and "fingerprint policy 1" in out
     assert {n: e["finished"] for n, e in kept.items()} == {
         n: e["finished"] for n, e in made.items()
     }
@@ -115,3 +115,40 @@ def test_a_run_made_under_the_older_policy_is_kept(tmp_path, capsys, monkeypatch
     capsys.readouterr()
     assert main(_args(run, data, "cams.num_workers=1")) == 0  # and now free of them
     assert "[run] " not in capsys.readouterr().out
+
+
+def test_grad_accum_binds_a_run_only_where_batchnorm_sees_the_micro_batches():
+    base = load_run_config("demo")  # the classifier's and DeepLabV3+'s BatchNorm: frozen
+    split = load_run_config("demo", ("train_cls.loop.grad_accum=2", "train_seg.loop.grad_accum=4"))
+    assert stage_fingerprints(plan_stages(split)) == stage_fingerprints(plan_stages(base))
+    assert config_hash(split) == config_hash(base)
+    assert config_hash(split, policy=2) != config_hash(base, policy=2)  # the older rule
+    # BatchNorm statistics from each micro-batch: another computation, another run
+    for trains in ("train_cls.backbone.norm=train", "train_seg.head_norm=batch"):
+        section = trains.split(".")[0]
+        one = load_run_config("demo", (trains,))
+        two = load_run_config("demo", (trains, f"{section}.loop.grad_accum=2"))
+        assert config_hash(one) != config_hash(two), trains
+
+
+def test_a_default_made_by_a_factory_counts_as_the_default():
+    from dataclasses import dataclass, field
+
+    from puzzlecam.dataclass_yaml import FINGERPRINTED_UNLESS_DEFAULT
+
+    @dataclass(frozen=True)
+    class Section:
+        sizes: tuple = field(default_factory=lambda: (1, 2), metadata=FINGERPRINTED_UNLESS_DEFAULT)
+
+    assert config_hash(Section()) == config_hash({})
+    assert config_hash(Section(sizes=(3,))) != config_hash({})
+
+
+def test_a_finished_run_resumes_with_its_batch_split_into_micro_batches(tmp_path, capsys):
+    run, data = tmp_path / "run", tmp_path / "data"
+    assert main(_args(run, data)) == 0
+    finished = RunDir(run).manifest()
+    capsys.readouterr()
+    assert main(_args(run, data, "train_cls.loop.grad_accum=2")) == 0
+    out = capsys.readouterr().out
+    assert "[run] " not in out and RunDir(run).manifest() == finished

@@ -18,9 +18,10 @@ from puzzlecam.data.samples import Sample
 from puzzlecam.errors import RunDirError
 from puzzlecam.pipeline.branches import metric_key
 from puzzlecam.pipeline.config import load_run_config
-from puzzlecam.pipeline.report import METHOD_LABELS, pick_samples, write_report
+from puzzlecam.pipeline.folders import RUN_MARKER
+from puzzlecam.pipeline.report import metric_label, pick_samples, table_metrics, write_report
 from puzzlecam.pipeline.report.text import duration
-from puzzlecam.pipeline.run_dir import RUN_MARKER, RunDir
+from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.pipeline.runner import format_summary, plan_stages
 from tests.helpers import TINY_OVERRIDES
 
@@ -155,11 +156,11 @@ def test_report_of_a_full_run(full_run: Path) -> None:
 
     # every number of metrics.json is in its row of the table
     metrics = json.loads((full_run / "metrics.json").read_text())
-    assert set(metrics) == set(METHOD_LABELS)
+    assert set(metrics) == {m.key for m in table_metrics()}
     for method, splits in metrics.items():
         for split, values in splits.items():
             cells = page.rows[(method, split)]
-            assert cells[0] == METHOD_LABELS[method] and cells[1] == split
+            assert cells[0] == metric_label(method) and cells[1] == split
             assert cells[2] == f"{values['miou']:.1f}"
             threshold = values.get("threshold")
             assert cells[3] == (f"{threshold:.2f}" if threshold is not None else "–")

@@ -6,12 +6,8 @@ import yaml
 
 from puzzlecam.errors import RunDirError
 from puzzlecam.pipeline.config import load_run_config
-from puzzlecam.pipeline.run_dir import (
-    RunDir,
-    claim_output_dir,
-    reclaim_output_dir,
-    resolve_weights,
-)
+from puzzlecam.pipeline.folders import claim_output_dir, reclaim_output_dir
+from puzzlecam.pipeline.run_dir import RunDir, resolve_weights
 from tests.helpers import save_tiny_segmenter
 
 

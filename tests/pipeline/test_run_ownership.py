@@ -16,7 +16,8 @@ from puzzlecam.cli import main
 from puzzlecam.errors import RunDirError
 from puzzlecam.io import read_jsonl
 from puzzlecam.pipeline.config import load_run_config
-from puzzlecam.pipeline.run_dir import LOCK_FILE, RUN_MARKER, RunDir, folder_lock
+from puzzlecam.pipeline.folders import LOCK_FILE, RUN_MARKER, folder_lock
+from puzzlecam.pipeline.run_dir import RunDir
 from tests.helpers import TINY_OVERRIDES, tree_digest, write_folder_dataset
 
 
@@ -137,7 +138,7 @@ def test_the_report_keeps_foreign_files_and_drops_its_own_stale_ones(tmp_path, c
 
 _HOLD = (
     "import sys, time; from pathlib import Path; "
-    "from puzzlecam.pipeline.run_dir import folder_lock; "
+    "from puzzlecam.pipeline.folders import folder_lock; "
     "cm = folder_lock(Path(sys.argv[1])); cm.__enter__(); print('held', flush=True); "
     "time.sleep(60)"
 )

@@ -34,7 +34,8 @@ from puzzlecam.io import atomic_write, write_json
 from puzzlecam.pipeline.branches import TABLE2_COLUMNS, Output, metric_key
 from puzzlecam.pipeline.config import RunConfig
 from puzzlecam.pipeline.context import RunContext
-from puzzlecam.pipeline.run_dir import RunDir, folder_lock, refuse_foreign_folder
+from puzzlecam.pipeline.folders import folder_lock, refuse_foreign_folder
+from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.pipeline.runner import run_pipeline
 from puzzlecam.training.distributed import DistContext
 

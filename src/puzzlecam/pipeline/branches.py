@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from puzzlecam.pipeline.config import TrainClsConfig, TrainSegConfig
+from puzzlecam.pipeline.kinds import PHASES, Metric
 from puzzlecam.puzzle.losses import PuzzleConfig
 
 __all__ = [
@@ -36,17 +36,19 @@ __all__ = [
     "SEGMENTATION_METHOD",
     "OUTPUTS",
     "METHOD_NAMES",
+    "TABLE_METHODS",
+    "branch_title",
+    "branch_suffix",
     "VARIANTS",
     "PLAIN_CAM_PUZZLE",
     "classifier_settings",
     "segmenter_settings",
     "TABLE2_COLUMNS",
-    "BranchScore",
     "BRANCH_SCORES",
     "metric_key",
     "branch_of",
     "branch_table",
-    "SegmenterScore",
+    "table2_columns",
     "SEGMENTER_SCORES",
     "segmenter_key",
 ]
@@ -64,6 +66,22 @@ OUTPUTS: tuple[Output, ...] = ("cams", "rw", "pseudo_labels_nocrf", "pseudo_labe
 (best background threshold), the pseudo labels before and after the dense CRF."""
 
 METHOD_NAMES = {"puzzle_cam": "Puzzle-CAM", "plain_cam": "plain CAM"}
+
+TABLE_METHODS = ("plain_cam", "puzzle_cam")
+"""The branches in the order tables show them: the baseline first (the paper's Table 2)."""
+
+
+def branch_title(method: str) -> str:
+    """The branch's name at the start of a title: "Plain CAM", "Puzzle-CAM"."""
+    name = METHOD_NAMES[method]
+    return name[:1].upper() + name[1:]
+
+
+def branch_suffix(method: str) -> str:
+    """What a title of the baseline's pictures ends with, " (plain CAM)"; "" for the main
+    branch's."""
+    return "" if method == METHODS[0] else f" ({METHOD_NAMES[method]})"
+
 
 VARIANTS = ("weak", "full")
 """The segmentation models: ``weak`` learns from the pseudo labels, ``full`` from ground
@@ -97,38 +115,27 @@ TABLE2_COLUMNS: tuple[tuple[Output, str], ...] = (
 """The columns of the paper's Table 2 (each on train and val): output, title."""
 
 
-@dataclass(frozen=True)
-class BranchScore:
-    key: str  # in metrics.json
-    method: str  # the branch
-    output: Output
-    label: str  # for people
+def _branch(key: str, method: str, output: Output, label: str, colour: str) -> Metric:
+    return Metric(key, label, colour, PHASES[0 if output == "cams" else 1], method, output)
 
 
-BRANCH_SCORES: tuple[BranchScore, ...] = (
-    BranchScore("plain_cam", "plain_cam", "cams", "Plain CAM (baseline)"),
-    BranchScore("puzzle_cam", "puzzle_cam", "cams", "Puzzle-CAM"),
-    BranchScore("plain_cam_rw", "plain_cam", "rw", "Plain CAM → random walk"),
-    BranchScore(
-        "plain_cam_pseudo_labels_nocrf",
-        "plain_cam",
-        "pseudo_labels_nocrf",
-        "Plain CAM → pseudo labels, no CRF",
-    ),
-    BranchScore(
-        "plain_cam_pseudo_labels", "plain_cam", "pseudo_labels", "Plain CAM → pseudo labels"
-    ),
-    BranchScore("rw", "puzzle_cam", "rw", "Puzzle-CAM → random walk"),
-    BranchScore(
-        "pseudo_labels_nocrf",
-        "puzzle_cam",
-        "pseudo_labels_nocrf",
-        "Puzzle-CAM → pseudo labels, no CRF",
-    ),
-    BranchScore("pseudo_labels", "puzzle_cam", "pseudo_labels", "Puzzle-CAM → pseudo labels"),
-)
-"""Every score of every branch, in the order tables show them (the baseline first, as the
-paper's Table 2)."""
+BRANCH_SCORES: tuple[Metric, ...] = (
+    _branch("plain_cam", "plain_cam", "cams", "Plain CAM (baseline)", "#7f7f7f"),
+    _branch("puzzle_cam", "puzzle_cam", "cams", "Puzzle-CAM", "#1f77b4"),
+    _branch("plain_cam_rw", "plain_cam", "rw", "Plain CAM → random walk", "#8c564b"),
+    _branch("plain_cam_pseudo_labels_nocrf", "plain_cam", "pseudo_labels_nocrf",
+            "Plain CAM → pseudo labels, no CRF", "#c5b0d5"),
+    _branch("plain_cam_pseudo_labels", "plain_cam", "pseudo_labels",
+            "Plain CAM → pseudo labels", "#17becf"),
+    _branch("rw", "puzzle_cam", "rw", "Puzzle-CAM → random walk", "#ff7f0e"),
+    _branch("pseudo_labels_nocrf", "puzzle_cam", "pseudo_labels_nocrf",
+            "Puzzle-CAM → pseudo labels, no CRF", "#bcbd22"),
+    _branch("pseudo_labels", "puzzle_cam", "pseudo_labels", "Puzzle-CAM → pseudo labels",
+            "#2ca02c"),
+)  # fmt: skip
+"""Every score of every branch (``Metric.method``, ``Metric.output``), in the order tables
+show them (the baseline first, as the paper's Table 2), each with its colour in every
+figure. The evaluation kinds that write them declare them (``pipeline.stages``)."""
 
 _KEYS = {(s.method, s.output): s.key for s in BRANCH_SCORES}
 _BY_KEY = {s.key: s for s in BRANCH_SCORES}
@@ -146,9 +153,23 @@ def metric_key(method: str, output: Output) -> str:
         ) from None
 
 
-def branch_of(key: str) -> BranchScore | None:
+def branch_of(key: str) -> Metric | None:
     """The branch score a metrics.json key names (None for other keys, e.g. deeplab_weak)."""
     return _BY_KEY.get(key)
+
+
+def table2_columns(
+    table: Mapping[str, Mapping[tuple[Output, str], float]],
+) -> list[tuple[Output, str]]:
+    """The (output, split) cells of ``branch_table``'s Table 2 that some branch has, in the
+    paper's column order (each output on train, then val): the one layout of Table 2 that
+    the printed summary and the report show."""
+    return [
+        (output, split)
+        for output, _ in TABLE2_COLUMNS
+        for split in ("train", "val")
+        if any((output, split) in cells for cells in table.values())
+    ]
 
 
 def branch_table(metrics: Mapping[str, Any]) -> dict[str, dict[tuple[Output, str], float]]:
@@ -166,16 +187,9 @@ def branch_table(metrics: Mapping[str, Any]) -> dict[str, dict[tuple[Output, str
     return table
 
 
-@dataclass(frozen=True)
-class SegmenterScore:
-    key: str  # in metrics.json
-    variant: str
-    label: str  # for people
-
-
-SEGMENTER_SCORES: tuple[SegmenterScore, ...] = (
-    SegmenterScore("deeplab_weak", "weak", "DeepLabV3+ on pseudo labels"),
-    SegmenterScore("deeplab_full", "full", "DeepLabV3+ on ground truth"),
+SEGMENTER_SCORES: tuple[Metric, ...] = (
+    Metric("deeplab_weak", "DeepLabV3+ on pseudo labels", "#d62728", PHASES[2], variant="weak"),
+    Metric("deeplab_full", "DeepLabV3+ on ground truth", "#9467bd", PHASES[2], variant="full"),
 )
 """The segmentation models' scores on val, in the order tables show them."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -81,6 +81,18 @@ def _check_fraction(value: float, name: str, what: str) -> None:
     require(0.0 < value < 1.0, name, f"{what} must lie strictly between 0 and 1, got {value}")
 
 
+def _one_batch(section: Any, batch_statistics: bool) -> Any:
+    """``section`` (a training stage's settings) with ``loop.grad_accum`` 1 when its global
+    batch is the same whatever its split into micro-batches: no BatchNorm layer computes
+    statistics from a micro-batch (``batch_statistics`` false). Then
+    splitting the batch to save memory (the advice after an out-of-memory error) keeps
+    the run's finished stages; the sum of the micro-batches' gradients differs from one
+    batch's only in float rounding."""
+    if batch_statistics or section.loop.grad_accum == 1:
+        return section
+    return replace(section, loop=replace(section.loop, grad_accum=1))
+
+
 @dataclass(frozen=True)
 class TrainClsConfig:
     """Stage 1: the classifier with the puzzle module."""
@@ -91,6 +103,9 @@ class TrainClsConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     baseline_plain_cam: bool = False  # also train plain CAM (puzzle terms off) to compare
+
+    def fingerprint_form(self) -> TrainClsConfig:
+        return _one_batch(self, batch_statistics=self.backbone.norm == "train")
 
 
 @dataclass(frozen=True)
@@ -165,6 +180,9 @@ class TrainAffConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=3))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def fingerprint_form(self) -> TrainAffConfig:
+        return _one_batch(self, batch_statistics=False)  # frozen backbone, GroupNorm head
+
     def __post_init__(self) -> None:
         require_at_least(self.radius, "radius", 2)
         crop = self.augment.crop_size
@@ -218,6 +236,10 @@ class TrainSegConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=50))
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(256, 1024, 512))
     fully_supervised: bool = False
+
+    def fingerprint_form(self) -> TrainSegConfig:
+        statistics = self.backbone.norm == "train" or self.head_norm == "batch"
+        return _one_batch(self, batch_statistics=statistics)
 
 
 @dataclass(frozen=True)

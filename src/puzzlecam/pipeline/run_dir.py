@@ -1,5 +1,6 @@
 """The run directory: one object owns every path in it, the manifest and metrics.json.
-Which stage writes which folder is the plan's (``pipeline.plan``, ``Stage.outputs``).
+Which stage writes which folder is its kind's (``pipeline.kinds``, ``StageKind.outputs``);
+what makes a folder puzzlecam's, and the rules of writing into one, ``pipeline.folders``.
 
 runs/NAME/
   .puzzlecam-run        the marker: this folder is a run directory (puzzlecam writes, and
@@ -31,9 +32,6 @@ training loop's files (``model_path``, ``log_path``).
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
-import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -49,93 +47,22 @@ from puzzlecam.dataclass_yaml import (
     fingerprint_data,
     from_dict,
 )
-from puzzlecam.errors import ConfigError, RunDirError, short_list
+from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.io import atomic_write, claim_folder, read_json, read_text, write_json
 from puzzlecam.pipeline.branches import VARIANTS
 from puzzlecam.pipeline.config import UNTIL_PHASES
+from puzzlecam.pipeline.folders import (
+    OUTPUT_MARKER,
+    RUN_MARKER,
+    folder_lock,
+    is_atomic_temp,
+    is_report_build,
+    refuse_foreign_folder,
+)
 from puzzlecam.training.checkpoint import WEIGHTS_FILE
 from puzzlecam.training.metrics_log import LOG_FILE
 
-__all__ = [
-    "REPORT_BUILD_PREFIX",
-    "RUN_MARKER",
-    "LOCK_FILE",
-    "RunDir",
-    "claim_output_dir",
-    "folder_lock",
-    "is_atomic_temp",
-    "reclaim_output_dir",
-    "refuse_foreign_folder",
-    "resolve_weights",
-]
-
-_MARKER = ".fingerprint"  # in a stage's output folder: the fingerprint its files were made with
-RUN_MARKER = ".puzzlecam-run"
-"""The file that makes a folder a run directory (JSON: what wrote it)."""
-REPORT_BUILD_PREFIX = ".report."
-"""The report is built in a temp folder ``.report.XXXXXXXX`` in the run, then published."""
-LOCK_FILE = ".puzzlecam.lock"
-"""The advisory lock of the one process writing a run (or an ablation) folder."""
-# what io.atomic_write leaves when killed mid-write: .{target}.{8 random chars}.tmp
-_ATOMIC_TEMP = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
-_REPORT_BUILD = re.compile(rf"^{re.escape(REPORT_BUILD_PREFIX)}[a-z0-9_]{{8}}$")
-
-
-def is_atomic_temp(name: str, targets: Iterable[str] | None = None) -> bool:
-    """Whether ``name`` is a temp file ``io.atomic_write`` makes (``.{target}.XXXXXXXX.tmp``),
-    and, with ``targets``, one for a file of those names."""
-    found = _ATOMIC_TEMP.match(name)
-    return bool(found) and (targets is None or found["target"] in set(targets))
-
-
-def refuse_foreign_folder(folder: Path, owned: bool, what: str, marker: str) -> None:
-    """Raise RunDirError for an existing ``folder`` that is not ``owned`` (puzzlecam's
-    ``what``, recognised by ``marker``) and holds files (a lock file aside): nothing is
-    ever written into, or cleaned up in, a folder of other files."""
-    if not folder.is_dir() or owned:
-        return
-    foreign = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE)
-    if foreign:
-        raise RunDirError(
-            f"{folder} holds other files ({short_list(foreign, 5)}) and is not a puzzlecam "
-            f"{what} (no {marker}); nothing was written: give --run-dir a new or empty folder"
-        )
-
-
-@contextlib.contextmanager
-def folder_lock(folder: Path, what: str = "run directory") -> Iterator[None]:
-    """Hold ``folder/.puzzlecam.lock`` (an advisory POSIX record lock) while the block runs;
-    raise RunDirError naming the holder's pid when another process holds it. The kernel
-    drops the lock when its process dies, so a lock left by ``kill -9`` is simply taken
-    over; unlike ``flock``'s, it is not shared with the forked data-loader and CRF workers,
-    which may outlive a killed run by a few seconds."""
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: no lock (one process per folder is the user's care)
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
-    handle = path.open("a+")
-    try:
-        try:
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise RunDirError(
-                f"{folder} is in use: another puzzlecam process (pid {holder}) is writing this "
-                f"{what}; wait for it to finish, or use another --run-dir"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()  # closing drops the lock
+__all__ = ["RunDir", "resolve_weights"]
 
 
 class RunDir:
@@ -262,7 +189,7 @@ class RunDir:
             if path.is_file() and is_atomic_temp(path.name, (p.name for p in own)):
                 path.unlink(missing_ok=True)
                 count += 1
-            elif path.is_dir() and _REPORT_BUILD.match(path.name):  # a report being built
+            elif path.is_dir() and is_report_build(path.name):  # a report being built
                 shutil.rmtree(path, ignore_errors=True)
                 count += 1
         for folder in self.owned_folders():
@@ -308,7 +235,7 @@ class RunDir:
             entry["fingerprint"] = now
             updated.append(name)
             for folder in outputs.get(name, ()):
-                marker = folder / _MARKER
+                marker = folder / OUTPUT_MARKER
                 if marker.is_file() and marker.read_text(encoding="utf-8").strip() == was:
                     with atomic_write(marker) as handle:
                         handle.write(now.encode("utf-8"))
@@ -407,42 +334,6 @@ class RunDir:
     @property
     def report_dir(self) -> Path:
         return self.root / "report"
-
-
-def claim_output_dir(directory: Path, fingerprint: str) -> None:
-    """Mark ``directory`` as holding outputs of ``fingerprint`` (files already there are
-    kept and skipped); refuse if it holds another producer's outputs."""
-
-    def check(marker: Path) -> None:
-        found = marker.read_text(encoding="utf-8").strip()
-        if found != fingerprint:
-            raise RunDirError(
-                f"{directory} holds outputs made from other inputs ({found} != {fingerprint}); "
-                "delete the folder to recompute it"
-            )
-
-    def write(marker: Path) -> None:
-        with atomic_write(marker) as handle:
-            handle.write(fingerprint.encode("utf-8"))
-
-    claim_folder(directory, _MARKER, write, check)
-
-
-def reclaim_output_dir(directory: Path, fingerprint: str, finished_before: bool) -> bool:
-    """Claim ``directory`` for a stage about to run with ``fingerprint``, removing first what
-    it holds from other inputs (e.g. data that changed since): outputs marked with another
-    fingerprint, or, in a folder written before markers were, anything when the stage had
-    finished with another fingerprint (``finished_before``). Outputs of this fingerprint
-    (an interrupted run) are kept. Returns whether anything was removed."""
-    marker = directory / _MARKER
-    if marker.is_file():
-        stale = marker.read_text(encoding="utf-8").strip() != fingerprint
-    else:
-        stale = finished_before and directory.is_dir()
-    if stale:
-        shutil.rmtree(directory)
-    claim_output_dir(directory, fingerprint)
-    return stale
 
 
 def resolve_weights(model: str | Path, variant: str = "weak") -> Path:

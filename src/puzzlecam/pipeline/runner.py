@@ -14,12 +14,18 @@ import torch
 
 from puzzlecam.dataclass_yaml import FINGERPRINT_POLICY, config_hash
 from puzzlecam.errors import ConfigError, RunDirError, StageError, short_list
-from puzzlecam.pipeline import stages as S
-from puzzlecam.pipeline.branches import BRANCH_SCORES, METHOD_NAMES, TABLE2_COLUMNS, branch_table
+from puzzlecam.pipeline.branches import (
+    BRANCH_SCORES,
+    METHOD_NAMES,
+    TABLE2_COLUMNS,
+    branch_table,
+    table2_columns,
+)
 from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.data_check import DataState, prepare_data
-from puzzlecam.pipeline.plan import Stage, Step, every_stage, make_plan, plan_stages, stage_times
-from puzzlecam.pipeline.run_dir import reclaim_output_dir
+from puzzlecam.pipeline.folders import reclaim_output_dir
+from puzzlecam.pipeline.kinds import kind_of
+from puzzlecam.pipeline.plan import Stage, every_stage, make_plan, plan_stages, stage_times
 from puzzlecam.training.distributed import barrier
 
 __all__ = [
@@ -31,23 +37,6 @@ __all__ = [
     "run_pipeline",
     "format_summary",
 ]
-
-
-# the function of stages.py that runs each step of the plan
-_ACTIONS: dict[Step, Callable[[RunContext, Stage, str], None]] = {
-    "data": S.stage_data,
-    "train-cls": S.stage_train_cls,
-    "cams": S.stage_cams,
-    "eval-cams": S.stage_eval_cams,
-    "affinity-labels": S.stage_affinity_labels,
-    "train-aff": S.stage_train_aff,
-    "rw": S.stage_rw,
-    "eval-rw": S.stage_eval_rw,
-    "pseudo-labels": S.stage_pseudo_labels,
-    "eval-pseudo-labels": S.stage_eval_pseudo_labels,
-    "train-seg": S.stage_train_seg,
-    "predict-eval": S.stage_predict_eval,
-}
 
 
 def stage_fingerprints(
@@ -98,29 +87,7 @@ class _Reasons:
                 if self._prints[roles][stage.name] == entry.get("fingerprint"):
                     notes = "; ".join(f"{r}: {self.data.splits[r].change}" for r in roles)
                     return f"data changed ({notes})"
-        return "its inputs changed since it finished"
-
-
-def _model_builders(stage: Stage) -> dict[tuple[str, Any], Callable[[], Any]]:
-    """What a training stage builds, keyed by (setting, backbone config) so that the two
-    branches' identical classifiers count once. The class counts do not matter here."""
-    from puzzlecam.models.affinitynet import AffinityNet
-    from puzzlecam.models.classifier import CamClassifier
-    from puzzlecam.models.segmenter import Segmenter
-
-    settings = stage.config
-    if stage.command == "train-cls":
-        config = settings["train_cls"]
-        return {("train_cls", config.backbone): lambda: CamClassifier(config.backbone, 2)}
-    if stage.command == "train-aff":
-        config = settings["train_aff"]
-        return {("train_aff", config.backbone): lambda: AffinityNet(config.backbone)}
-    if stage.command == "train-seg":
-        config = settings["train_seg"]
-        return {
-            ("train_seg", config.backbone): lambda: Segmenter(config.backbone, 3, config.head_norm)
-        }
-    return {}
+        return "its settings or inputs changed since it finished"
 
 
 def check_batches(ctx: RunContext, stages: Iterable[Stage]) -> None:
@@ -128,9 +95,9 @@ def check_batches(ctx: RunContext, stages: Iterable[Stage]) -> None:
     checked before the first stage runs (not when the stage comes, hours later), naming
     the setting, and the tags when the images were left out for having none."""
     for stage in stages:
-        if stage.step not in ("train-cls", "train-aff", "train-seg"):
+        section = kind_of(stage).trains
+        if not section:
             continue
-        section = stage.step.replace("-", "_")  # its settings' section: train_cls ...
         batch = stage.config[section].loop.batch_size
         train = ctx.split("train")
         images = train.with_masks() if stage.variant == "full" else train
@@ -159,15 +126,20 @@ def check_models(stages: Iterable[Stage]) -> None:
     that cannot be downloaded fail now, not after the stages before them ran for hours.
     ``timm`` weights are downloaded into timm's cache here, as the stage would.
     """
-    builders: dict[tuple[str, Any], Callable[[], Any]] = {}
+    # keyed by (section, backbone): the two branches' identical classifiers count once
+    builders: dict[tuple[str, Any], Callable[[Any], Any]] = {}
+    settings: dict[tuple[str, Any], Any] = {}
     for stage in stages:
-        builders.update(_model_builders(stage))
-    for (section, _), build in builders.items():
+        kind = kind_of(stage)
+        if kind.trains and kind.build:
+            key = (kind.trains, stage.config[kind.trains].backbone)
+            builders[key], settings[key] = kind.build, stage.config[kind.trains]
+    for (section, backbone), build in builders.items():
         try:
             with warnings.catch_warnings(), torch.device("meta"):
                 # loading real weights into meta tensors is a no-op torch warns about
                 warnings.simplefilter("ignore", UserWarning)
-                build()
+                build(settings[(section, backbone)])
         except ConfigError as error:
             raise ConfigError(f"{section}.backbone: {error}") from error
 
@@ -280,7 +252,7 @@ def _clear_and_run(ctx: RunContext, stage: Stage, fingerprint: str, finished_bef
             ctx.log(f"[clear] {stage.name}: outputs made from other inputs removed ({shown})")
     barrier(ctx.dist)
     started = time.perf_counter()
-    _ACTIONS[stage.step](ctx, stage, fingerprint)
+    kind_of(stage).run(ctx, stage, fingerprint)
     barrier(ctx.dist)
     if ctx.dist.is_main:
         ctx.run.mark_done(stage.name, fingerprint, time.perf_counter() - started)
@@ -288,24 +260,25 @@ def _clear_and_run(ctx: RunContext, stage: Stage, fingerprint: str, finished_bef
 
 
 def _table2_lines(metrics: dict[str, Any]) -> list[str]:
-    """The paper's Table 2 (CAM -> random walk -> pseudo labels, per branch), when the
-    run has more than one branch."""
+    """The paper's Table 2 (CAM -> random walk -> pseudo labels, per branch, each train /
+    val: ``branches.table2_columns``), when the run has more than one branch."""
     table = branch_table(metrics)
     if len(table) < 2:
         return []
-    columns = [
-        (output, title)
-        for output, title in TABLE2_COLUMNS
-        if any(output == o for cells in table.values() for o, _ in cells)
+    cells = table2_columns(table)
+    titles = dict(TABLE2_COLUMNS)
+    columns = list(dict.fromkeys(output for output, _ in cells))
+    lines = [
+        "",
+        f"{'Table 2 (mIoU train / val)':<28}" + "".join(f"{titles[o]:>16}" for o in columns),
     ]
-    lines = ["", f"{'Table 2 (mIoU train / val)':<28}" + "".join(f"{t:>16}" for _, t in columns)]
-    for method, cells in table.items():
+    for method, values in table.items():
         shown = [
             " / ".join(
-                f"{cells[(output, split)]:.1f}" if (output, split) in cells else "-"
+                f"{values[(output, split)]:.1f}" if (output, split) in values else "-"
                 for split in ("train", "val")
             )
-            for output, _ in columns
+            for output in columns
         ]
         lines.append(f"{METHOD_NAMES[method]:<28}" + "".join(f"{v:>16}" for v in shown))
     return lines

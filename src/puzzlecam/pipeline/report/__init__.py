@@ -25,8 +25,15 @@ The modules, in the order the data flows:
   the style in ``templates/report.css``) and published atomically.
 """
 
-from puzzlecam.pipeline.report.collect import METHOD_LABELS, RunSummary, load_run
+from puzzlecam.pipeline.report.collect import RunSummary, load_run, metric_label, table_metrics
 from puzzlecam.pipeline.report.html import write_report
 from puzzlecam.pipeline.report.samples import pick_samples
 
-__all__ = ["write_report", "pick_samples", "METHOD_LABELS", "RunSummary", "load_run"]
+__all__ = [
+    "write_report",
+    "pick_samples",
+    "metric_label",
+    "table_metrics",
+    "RunSummary",
+    "load_run",
+]

@@ -17,18 +17,18 @@ from puzzlecam.constants import BACKGROUND
 from puzzlecam.data import SplitData, load_split
 from puzzlecam.errors import PuzzlecamError
 from puzzlecam.io import read_json
-from puzzlecam.pipeline.branches import BRANCH_SCORES, SEGMENTER_SCORES
+from puzzlecam.pipeline.branches import TABLE_METHODS
 from puzzlecam.pipeline.config import RunConfig, load_run_config
+from puzzlecam.pipeline.kinds import PHASES, Metric, metrics
 from puzzlecam.pipeline.plan import Plan, every_stage, make_plan
 from puzzlecam.pipeline.report.text import describe
 from puzzlecam.pipeline.run_dir import RunDir
 
 __all__ = [
     "PHASES",
-    "METHODS",
-    "METHOD_LABELS",
+    "table_metrics",
+    "metric_label",
     "ROLES",
-    "Method",
     "TrainedModel",
     "RunSummary",
     "method_order",
@@ -42,43 +42,28 @@ __all__ = [
 ROLES = ("train", "val")
 
 
-@dataclass(frozen=True)
-class Method:
-    """A row of the metrics table: one key of metrics.json."""
-
-    key: str
-    label: str
-    phase: str
-    colour: str  # the same in every figure
+def _table_order(metric: Metric) -> tuple[int, int]:
+    """Phase by phase; within a phase the branches as tables show them (baseline first)."""
+    phase = PHASES.index(metric.phase) if metric.phase in PHASES else len(PHASES)
+    branch = TABLE_METHODS.index(metric.method) if metric.method in TABLE_METHODS else 0
+    return phase, branch
 
 
-PHASES = ("Classifier CAMs", "Random-walk refinement", "Segmentation model")
-_COLOURS = {
-    "plain_cam": "#7f7f7f",
-    "puzzle_cam": "#1f77b4",
-    "rw": "#ff7f0e",
-    "pseudo_labels_nocrf": "#bcbd22",
-    "pseudo_labels": "#2ca02c",
-    "plain_cam_rw": "#8c564b",
-    "plain_cam_pseudo_labels_nocrf": "#c5b0d5",
-    "plain_cam_pseudo_labels": "#17becf",
-    "deeplab_weak": "#d62728",
-    "deeplab_full": "#9467bd",
-}
-# the CAM branches' scores, then the segmentation models' (names and order from
-# puzzlecam.pipeline.branches)
-METHODS: tuple[Method, ...] = tuple(
-    Method(s.key, s.label, PHASES[0 if s.output == "cams" else 1], _COLOURS[s.key])
-    for s in BRANCH_SCORES
-) + tuple(Method(s.key, s.label, PHASES[2], _COLOURS[s.key]) for s in SEGMENTER_SCORES)
-METHOD_LABELS: dict[str, str] = {m.key: m.label for m in METHODS}
-"""Human names of the methods of metrics.json, in pipeline order."""
-_ORDER = [m.key for m in METHODS]
+def table_metrics() -> tuple[Metric, ...]:
+    """Every metric of the registered stage kinds (``pipeline.kinds``), in the tables'
+    order: the report's rows, labels and colours."""
+    return tuple(sorted(metrics(), key=_table_order))
+
+
+def metric_label(key: str) -> str:
+    """The name for people of the metrics.json key ``key`` (the key itself if unknown)."""
+    return next((m.label for m in metrics() if m.key == key), key)
 
 
 def method_order(key: str) -> tuple[int, str]:
     """Sort key: pipeline order, unknown keys last by name."""
-    return (_ORDER.index(key) if key in _ORDER else len(_ORDER), key)
+    order = [m.key for m in table_metrics()]
+    return (order.index(key) if key in order else len(order), key)
 
 
 @dataclass(frozen=True)

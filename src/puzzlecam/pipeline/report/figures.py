@@ -13,23 +13,23 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from puzzlecam.pipeline.report.collect import (
-    METHOD_LABELS,
-    METHODS,
     ClassScores,
     Sweep,
+    metric_label,
+    table_metrics,
 )
 from puzzlecam.pipeline.report.text import duration, fmt, plural
 
 __all__ = ["save_rgb", "colourbar", "threshold_figure", "per_class_figure", "loss_figure"]
 
 _DPI = 100
-_COLOURS = {m.key: m.colour for m in METHODS}
 # numbers in a training log that are not losses
 _NOT_LOSSES = {"step", "epoch", "lr", "images_per_s", "seconds", "type", "alpha", "nonfinite_steps"}
 
 
 def _colour(key: str, index: int) -> Any:
-    return _COLOURS[key] if key in _COLOURS else colormaps["tab10"](index % 10)
+    colours = {m.key: m.colour for m in table_metrics()}
+    return colours[key] if key in colours else colormaps["tab10"](index % 10)
 
 
 def _save_figure(figure: Figure, path: Path) -> None:
@@ -64,7 +64,7 @@ def threshold_figure(
             ys = [p["miou"] for p in sweep]
             best = int(np.argmax(ys))
             colour = _colour(method, index)
-            label = f"{METHOD_LABELS.get(method, method)} (best {ys[best]:.1f} at {xs[best]:.2f})"
+            label = f"{metric_label(method)} (best {ys[best]:.1f} at {xs[best]:.2f})"
             ax.plot(xs, ys, color=colour, linewidth=2, label=label)
             ax.plot(
                 xs[best],
@@ -112,7 +112,7 @@ def per_class_figure(names: list[str], table: list[ClassScores], path: Path) -> 
     for index, scores in enumerate(table):
         heights = [v if isinstance(v, (int, float)) else 0.0 for v in scores.ious]
         offset = positions - 0.4 + width * (index + 0.5)
-        label = f"{METHOD_LABELS.get(scores.method, scores.method)} ({fmt(scores.miou, 1)})"
+        label = f"{metric_label(scores.method)} ({fmt(scores.miou, 1)})"
         bar = ax.barh if horizontal else ax.bar
         bar(offset, heights, width, label=label, color=_colour(scores.method, index))
     if horizontal:
@@ -135,12 +135,14 @@ def per_class_figure(names: list[str], table: list[ClassScores], path: Path) -> 
         ax.set_ylim(0, 100)
         ax.set_xlim(-0.6, count - 0.4)
         ax.grid(axis="y", alpha=0.3)
-    ax.legend(  # under the class names, or above the bars of a long horizontal figure
+    # the legend beside the axes, where the constrained layout makes room for all of it:
+    # above the bars of a long horizontal figure, else under the class names
+    figure.legend(
+        *ax.get_legend_handles_labels(),
         fontsize=10,
-        ncols=min(4, bars),
-        loc="lower center" if horizontal else "upper center",
+        ncols=min(bars, max(1, int(size[0] // 3.8))),  # a column's label: about 3.6 inches
+        loc="outside upper center" if horizontal else "outside lower center",
         frameon=False,
-        bbox_to_anchor=(0.5, 1.0) if horizontal else (0.5, -0.2),
         title="method (val mIoU)",
     )
     figure.suptitle("Per-class IoU on the val split", fontsize=14)

@@ -19,6 +19,7 @@ import jinja2
 
 from puzzlecam import __version__
 from puzzlecam.io import atomic_write, read_jsonl
+from puzzlecam.pipeline.folders import REPORT_BUILD_PREFIX
 from puzzlecam.pipeline.report import view
 from puzzlecam.pipeline.report.collect import (
     RunSummary,
@@ -30,7 +31,7 @@ from puzzlecam.pipeline.report.collect import (
 from puzzlecam.pipeline.report.figures import loss_figure, per_class_figure, threshold_figure
 from puzzlecam.pipeline.report.samples import Samples, sample_tables
 from puzzlecam.pipeline.report.text import grouped, href
-from puzzlecam.pipeline.run_dir import REPORT_BUILD_PREFIX, RunDir
+from puzzlecam.pipeline.run_dir import RunDir
 
 __all__ = ["write_report", "render"]
 

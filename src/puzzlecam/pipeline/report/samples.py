@@ -17,7 +17,8 @@ from puzzlecam.data import Sample
 from puzzlecam.data.ids import id_path
 from puzzlecam.errors import PuzzlecamError
 from puzzlecam.io import load_image, load_label_png
-from puzzlecam.pipeline.branches import metric_key, segmenter_key
+from puzzlecam.pipeline.branches import TABLE_METHODS
+from puzzlecam.pipeline.kinds import kind_of
 from puzzlecam.pipeline.report.collect import RunSummary
 from puzzlecam.pipeline.report.figures import colourbar, save_rgb
 from puzzlecam.pipeline.report.text import describe, grouped
@@ -102,44 +103,32 @@ class _Column:
     title: str
     kind: Literal["image", "mask", "scores", "labels"]
     folder: Path | None = None
-    method: str = ""  # what explains its absence
+    stage: str = ""  # the stage that writes it, whose absence explains its own
 
 
 def _columns(summary: RunSummary, role: str) -> tuple[list[_Column], list[tuple[str, str]]]:
-    """The columns a split's rows show, and (title, reason) of the ones left out."""
-    run = summary.run
+    """The columns a split's rows show, and (title, reason) of the ones left out: the image,
+    its mask, then the per-image outputs of every stage of the split whose kind has a
+    picture (``StageKind.picture``), branch by branch as tables show them."""
     candidates = [_Column("image", "Image", "image"), _Column("gt", "Ground truth", "mask")]
-    # each CAM branch: its CAMs, affinity labels (train only), random walk, pseudo labels
-    branches = (
-        ("plain_cam", "Plain CAM", "plain_", " (plain CAM)"),
-        ("puzzle_cam", "Puzzle-CAM", "", ""),
-    )
-    for method, title, prefix, suffix in branches:
-        cams = metric_key(method, "cams")
-        rw, pseudo = metric_key(method, "rw"), metric_key(method, "pseudo_labels")
-        candidates.append(_Column(cams, title, "scores", run.cams_dir(method, role), cams))
-        if role == "train":
-            labels = run.affinity_labels_dir(method, role)
-            candidates.append(
-                _Column(f"{prefix}affinity", f"Affinity label{suffix}", "labels", labels, rw)
-            )
-        candidates += [
-            _Column(f"{prefix}rw", f"Random walk{suffix}", "scores", run.rw_dir(method, role), rw),
-            _Column(f"{prefix}pseudo", f"Pseudo label{suffix}", "labels",
-                    run.pseudo_labels_dir(method, role), pseudo),
-        ]  # fmt: skip
-    if role == "val":
-        for variant, title in (("weak", "(pseudo labels)"), ("full", "(ground truth)")):
-            folder = run.predictions_dir(variant, role)
-            key = segmenter_key(variant)
-            candidates.append(_Column(variant, f"DeepLabV3+ {title}", "labels", folder, key))
+    pictured = [
+        (stage, kind.picture)
+        for stage in summary.plan.every
+        if stage.role == role and (kind := kind_of(stage)).picture is not None
+    ]
+    order = {method: i for i, method in enumerate(TABLE_METHODS)}
+    pictured.sort(key=lambda pair: (not pair[0].method, order.get(pair[0].method, 0)))
+    for stage, picture in pictured:
+        key = stage.name.replace("/", "_")
+        folder = stage.folder(summary.run)
+        candidates.append(_Column(key, picture.title(stage), picture.kind, folder, stage.name))
     columns, missing = [], []
     for column in candidates:
         suffix = ".npz" if column.kind == "scores" else ".png"
         if column.folder is None or _has_files(column.folder, suffix):
             columns.append(column)
         else:
-            missing.append((column.title, summary.absence(column.method)[1]))
+            missing.append((column.title, summary.stage_absence(column.stage)[1]))
     return columns, missing
 
 

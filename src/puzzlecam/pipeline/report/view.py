@@ -8,14 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from puzzlecam.data import split_name
-from puzzlecam.pipeline.branches import METHOD_NAMES, TABLE2_COLUMNS, branch_table, segmenter_key
+from puzzlecam.pipeline.branches import (
+    TABLE2_COLUMNS,
+    branch_table,
+    branch_title,
+    segmenter_key,
+    table2_columns,
+)
 from puzzlecam.pipeline.plan import stage_times
 from puzzlecam.pipeline.report.collect import (
-    METHOD_LABELS,
-    METHODS,
-    PHASES,
     ClassScores,
     RunSummary,
+    metric_label,
+    table_metrics,
 )
 from puzzlecam.pipeline.report.text import duration, fmt, plural, shown_path
 
@@ -279,15 +284,22 @@ def metric_phases(summary: RunSummary) -> list[Phase]:
     """metrics.json per pipeline phase: a row per method and split; a row saying why for
     a method without numbers; keys the report does not know last, under "Other"."""
     metrics = summary.metrics
-    others = [k for k in metrics if k not in METHOD_LABELS and isinstance(metrics[k], dict)]
-    phases = [(phase, [m.key for m in METHODS if m.phase == phase]) for phase in PHASES]
+    known = table_metrics()
+    others = [
+        k for k in metrics if k not in {m.key for m in known} and isinstance(metrics[k], dict)
+    ]
+    phases: list[tuple[str, list[str]]] = []
+    for metric in known:  # the phases in the tables' order, each with its metrics
+        if not phases or phases[-1][0] != metric.phase:
+            phases.append((metric.phase, []))
+        phases[-1][1].append(metric.key)
     if others:
         phases.append(("Other", others))
     shown = []
     for title, keys in phases:
         rows = []
         for key in keys:
-            label = METHOD_LABELS.get(key, key)
+            label = metric_label(key)
             splits = metrics.get(key)
             if not isinstance(splits, dict) or not splits:
                 short, reason = summary.absence(key)
@@ -348,12 +360,7 @@ def table2(summary: RunSummary) -> Table2 | None:
     table = branch_table(summary.metrics)
     if not table:
         return None
-    cells = [
-        (output, split)
-        for output, _ in TABLE2_COLUMNS
-        for split in ("train", "val")
-        if any((output, split) in values for values in table.values())
-    ]
+    cells = table2_columns(table)
     groups = [
         (title, sum(o == output for o, _ in cells))
         for output, title in TABLE2_COLUMNS
@@ -361,9 +368,8 @@ def table2(summary: RunSummary) -> Table2 | None:
     ]
     rows = []
     for method, values in table.items():
-        name = METHOD_NAMES[method]
         shown = [fmt(values.get(cell), 1) for cell in cells]
-        rows.append(Table2Row(method, name[:1].upper() + name[1:], shown))
+        rows.append(Table2Row(method, branch_title(method), shown))
     difference = None
     plain, puzzle = table.get("plain_cam"), table.get("puzzle_cam")
     if plain and puzzle:
@@ -412,7 +418,7 @@ def _table2_notes(summary: RunSummary, table: dict[str, Any]) -> list[str]:
 
 def per_class_table(names: list[str], table: list[ClassScores]) -> PerClassTable:
     return PerClassTable(
-        [METHOD_LABELS.get(s.method, s.method) for s in table],
+        [metric_label(s.method) for s in table],
         [(name, [fmt(s.ious[i], 1) for s in table]) for i, name in enumerate(names)],
         [fmt(s.miou, 1) for s in table],
     )
@@ -420,4 +426,8 @@ def per_class_table(names: list[str], table: list[ClassScores]) -> PerClassTable
 
 def missing_summary(summary: RunSummary) -> list[tuple[str, str]]:
     """(method, why it has no numbers) for every method metrics.json lacks."""
-    return [(m.label, summary.absence(m.key)[1]) for m in METHODS if m.key not in summary.metrics]
+    return [
+        (m.label, summary.absence(m.key)[1])
+        for m in table_metrics()
+        if m.key not in summary.metrics
+    ]
