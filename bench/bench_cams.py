@@ -1,7 +1,9 @@
 """CAM inference throughput: images/s of the multi-scale + flip CAM pass.
 
-Compares float32 with bf16 autocast and channels_last (where the device has them) in the
-same process, on random images of one size batched together, as the cams stage does.
+Compares PyTorch float32 (contiguous and channels_last), bf16 autocast (``--amp all``,
+where the device has it) and every installed inference engine (ONNX Runtime, OpenVINO:
+``models.engine``, on the CPU) in the same process, on random images of one size batched
+together as the cams stage does; each with its max |difference| from PyTorch float32.
 
     python bench/bench_cams.py                                   # CPU defaults
     python bench/bench_cams.py --backbone resnet50 --size 512 --batch 8 --amp all
@@ -10,21 +12,25 @@ same process, on random images of one size batched together, as the cams stage d
 from __future__ import annotations
 
 import argparse
+import tempfile
+import time
 from functools import partial
+from pathlib import Path
 
 import torch
 
-from puzzlecam.cams.inference import multiscale_cams
+from puzzlecam.cams.inference import classifier_net, multiscale_cams
 from puzzlecam.models.backbone import BackboneConfig
 from puzzlecam.models.classifier import CamClassifier
+from puzzlecam.models.engine import installed_engines
 from puzzlecam.training.distributed import resolve_device
 from timing import device_label, median_seconds, offline_weights
 
 
-def _cams_pass(model: CamClassifier, images: torch.Tensor, scales, bf16: bool) -> None:
-    """One multi-scale + flip CAM pass, in bf16 autocast when asked."""
+def _cams_pass(model, images: torch.Tensor, scales, bf16: bool) -> torch.Tensor:
+    """One multi-scale + flip CAM pass, in bf16 autocast when asked: the full-size maps."""
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
-        multiscale_cams(model, images, scales, flip=True)
+        return multiscale_cams(model, images, scales, flip=True)[0].float()
 
 
 def cams_images_per_second(
@@ -60,24 +66,51 @@ def main() -> None:
     name = device_label(device)
     pretrained = offline_weights(args.backbone)
     model = CamClassifier(BackboneConfig(args.backbone, pretrained, "fix"), 20).to(device).eval()
+    torch.manual_seed(0)
     images = torch.randint(
         0, 255, (args.batch, 3, args.size, args.size), dtype=torch.uint8, device=device
     )
+    with torch.no_grad():
+        reference = _cams_pass(model, images, args.scales, bf16=False)
     print(
         f"device: {name}; {args.backbone}, batch {args.batch} at {args.size}x{args.size}, scales {args.scales} + flip"
     )
 
-    variants = [("fp32", False)]
+    variants = [("fp32", False), ("fp32", True)]
     if args.amp == "all":
-        variants += [("fp32", True), ("bf16", False), ("bf16", True)]
+        variants += [("bf16", False), ("bf16", True)]
     baseline = None
+    print(
+        f"{'engine':<13}{'precision':<11}{'layout':<15}{'images/s':>9}{'ratio':>8}{'max |diff|':>12}"
+    )
     for precision, channels_last in variants:
         rate = cams_images_per_second(
             model, images, args.scales, precision, channels_last, args.repeats
         )
         baseline = baseline or rate
         layout = "channels_last" if channels_last else "contiguous"
-        print(f"{precision:<6}{layout:<15}{rate:>9.1f} images/s{rate / baseline:>8.2f}x vs fp32")
+        with torch.no_grad():
+            diff = _cams_pass(model, images, args.scales, precision == "bf16") - reference
+        print(
+            f"{'torch':<13}{precision:<11}{layout:<15}{rate:>9.1f}{rate / baseline:>7.2f}x"
+            f"{diff.abs().max().item():>12.1e}"
+        )
+    model.to(memory_format=torch.contiguous_format)
+    engines = installed_engines() if device.type == "cpu" else []
+    with tempfile.TemporaryDirectory() as folder:
+        for engine in engines:
+            started = time.perf_counter()
+            net = classifier_net(model, engine, Path(folder) / f"{engine}.onnx")
+            exported = time.perf_counter() - started
+            one_pass = partial(_cams_pass, net, images, args.scales, bf16=False)
+            rate = len(images) / median_seconds(one_pass, device, args.repeats, warmup=1)
+            diff = (one_pass() - reference).abs().max().item()
+            print(
+                f"{engine:<13}{'fp32':<11}{'graph':<15}{rate:>9.1f}{rate / baseline:>7.2f}x"
+                f"{diff:>12.1e}   (export + compile {exported:.0f} s, once per model)"
+            )
+    if device.type == "cpu" and not engines:
+        print("no inference engine installed: pip install 'puzzlecam[onnx]' (or [openvino])")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -9,12 +11,13 @@ from puzzlecam.affinity.random_walk import random_walk
 from puzzlecam.cams.inference import strided_size
 from puzzlecam.constants import AFFINITY_STRIDE
 from puzzlecam.models.affinitynet import AffinityNet
+from puzzlecam.models.engine import EngineNet, engine_net
 
-__all__ = ["boundary_map", "refine_scores"]
+__all__ = ["boundary_map", "boundary_net", "refine_scores"]
 
 
 @torch.no_grad()
-def boundary_map(model: AffinityNet, image: torch.Tensor) -> torch.Tensor:
+def boundary_map(model: AffinityNet | EngineNet, image: torch.Tensor) -> torch.Tensor:
     """Boundary probabilities of one image at the model's stride (4), from the image and
     its flip.
 
@@ -50,3 +53,15 @@ def refine_scores(
     )[0]
     up = up[:, : size[0], : size[1]]
     return up / up.max().clamp_min(1e-5)
+
+
+def boundary_net(
+    model: AffinityNet, engine: str, graph_path: str | Path
+) -> AffinityNet | EngineNet:
+    """``model`` itself for ``engine`` "torch", else its forward run by ``engine`` from its
+    graph at ``graph_path`` (exported there once: ``models.engine.engine_net``), with its
+    ``stride``: ``boundary_map`` takes either."""
+    return engine_net(
+        model.eval(), engine, graph_path, lambda outputs: outputs[0], ["edges"],
+        stride=model.stride,
+    )  # fmt: skip

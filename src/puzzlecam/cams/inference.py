@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from puzzlecam.constants import AFFINITY_STRIDE
 from puzzlecam.dataclass_yaml import require
-from puzzlecam.models.classifier import CamClassifier
+from puzzlecam.models.classifier import CamClassifier, ClassifierOutput
+from puzzlecam.models.engine import EngineNet, engine_net
 
 __all__ = [
     "strided_size",
@@ -18,6 +20,7 @@ __all__ = [
     "scales_and_flips",
     "multiscale_cams",
     "normalize_cams",
+    "classifier_net",
 ]
 
 
@@ -74,7 +77,10 @@ def scales_and_flips(
 
 @torch.no_grad()
 def multiscale_cams(
-    model: CamClassifier, images: torch.Tensor, scales: Sequence[float], flip: bool = True
+    model: CamClassifier | EngineNet,
+    images: torch.Tensor,
+    scales: Sequence[float],
+    flip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over scales (and flips) of ReLU class maps, at image size and at the random
     walk's stride (``AFFINITY_STRIDE``, 4).
@@ -108,3 +114,20 @@ def normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     cams: (..., K, H, W) >= 0 (after ReLU) -> same shape in [0, 1)."""
     peak = cams.flatten(-2).amax(dim=-1)[..., None, None]
     return cams / (peak + eps)
+
+
+def classifier_net(
+    model: CamClassifier, engine: str, graph_path: str | Path
+) -> CamClassifier | EngineNet:
+    """``model`` itself for ``engine`` "torch", else its forward run by ``engine`` from its
+    graph at ``graph_path`` (exported there once: ``models.engine.engine_net``): called on
+    (B, 3, H, W) images, it returns the same ``ClassifierOutput`` and has its ``stride``,
+    so ``multiscale_cams`` and ``write_cams`` take either."""
+    return engine_net(
+        model.eval(),
+        engine,
+        graph_path,
+        lambda outputs: ClassifierOutput(*outputs),
+        ["logits", "cams"],
+        stride=model.stride,
+    )

@@ -20,6 +20,7 @@ from puzzlecam.data.loader import CheckedLoader
 from puzzlecam.data.samples import Sample
 from puzzlecam.io import DECOMPRESSION_BOMB, atomic_write, load_image
 from puzzlecam.models.classifier import CamClassifier
+from puzzlecam.models.engine import EngineNet
 from puzzlecam.visualize import overlay_heatmap
 
 __all__ = ["write_cams", "same_size_batches", "save_overlay"]
@@ -60,7 +61,7 @@ def save_overlay(path: Path, image: np.ndarray, heat: np.ndarray) -> None:
 
 
 def write_cams(
-    model: CamClassifier,
+    model: CamClassifier | EngineNet,
     samples: Sequence[Sample],
     out_dir: Path,
     scales: Sequence[float],
@@ -79,8 +80,9 @@ def write_cams(
     Each file holds the tagged classes' CAMs at image size and at stride 4, each divided
     by its own maximum, and the classifier's probabilities of all classes at scale 1.
     Images are batched when consecutive ones share a size (they are sorted by size first).
-    ``channels_last`` runs the model in that memory layout: the same maps up to float
-    rounding, 1.7x the images/s on a 2-core CPU (``bench/bench_cams.py``).
+    ``channels_last`` runs a PyTorch model in that memory layout: the same maps up to float
+    rounding, 1.7x the images/s on a 2-core CPU (``bench/bench_cams.py``). ``model`` may be
+    an engine's (``cams.inference.classifier_net``): about 4x PyTorch's images/s there.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,9 +92,10 @@ def write_cams(
     if not todo:
         return 0
     device = torch.device(device)
-    model.eval().to(device)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=layout)
+    if isinstance(model, torch.nn.Module):  # an engine's graph runs as it was compiled
+        model.eval().to(device)
+        model.to(memory_format=layout)
     loader = CheckedLoader(InferenceDataset(todo), batch_size=1, num_workers=num_workers)
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()

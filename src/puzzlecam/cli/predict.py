@@ -5,8 +5,10 @@ file or folder it is told to write."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -59,6 +61,13 @@ def add_predict_commands(commands: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--batch-size", type=int, metavar="N", help="images of one size per batch")
     predict.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
+    predict.add_argument(
+        "--engine",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime", "openvino"),
+        help="what runs the network: auto (default: ONNX Runtime, else OpenVINO, on a CPU; "
+        "its graph is exported once, beside the weights when that folder is writable)",
+    )
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     export = commands.add_parser(
@@ -148,7 +157,9 @@ def check_output(
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from puzzlecam.models.engine import ENGINE_GRAPH, resolve_engine
     from puzzlecam.pipeline.run_dir import resolve_weights
+    from puzzlecam.segmentation.export import segmenter_net
     from puzzlecam.segmentation.inputs import collect_images
     from puzzlecam.segmentation.model_io import load_segmenter
     from puzzlecam.segmentation.predict import check_out_dir, predict_images
@@ -161,14 +172,23 @@ def run_predict(args: argparse.Namespace) -> int:
     config = _predict_config(args)
     paths = collect_images(args.images)
     model, classes = load_segmenter(weights, device)
+    engine, note = resolve_engine(args.engine, device)
+    if note:
+        print(f"predict: note: {note}")
     print(
-        f"predict: {len(paths)} file(s) with {weights} ({len(classes)} classes) on {device}; "
+        f"predict: {len(paths)} file(s) with {weights} ({len(classes)} classes) on {device} "
+        f"({engine}); "
         f"scales {list(config.scales)}, flip {'on' if config.flip else 'off'}, "
         f"CRF {'on' if config.crf else 'off'}, max long side {config.max_long_side}"
     )
-    summary = predict_images(
-        model, classes, paths, args.out, config, device, progress=not args.no_progress
-    )
+    with contextlib.ExitStack() as stack:
+        folder = weights.parent
+        if engine != "torch" and not os.access(folder, os.W_OK):  # a graph of its own
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        net = segmenter_net(model, engine, folder / ENGINE_GRAPH)
+        summary = predict_images(
+            net, classes, paths, args.out, config, device, progress=not args.no_progress
+        )
     for path, name in summary.renamed:
         print(f"  {path} -> {name}.png (name clash)")
     print(f"predict: {summary.line()}")

@@ -35,6 +35,7 @@ from puzzlecam.dataclass_yaml import (
 )
 from puzzlecam.errors import ConfigError
 from puzzlecam.models.backbone import BackboneConfig
+from puzzlecam.models.engine import Engine
 from puzzlecam.puzzle.losses import PuzzleConfig
 from puzzlecam.segmentation.predict import PredictConfig
 from puzzlecam.training.distributed import device_problem
@@ -262,12 +263,17 @@ class RunConfig:
     not part of the run: a run continued with a later ``until`` keeps its finished stages.
 
     ``name`` is the run's folder under ``runs/``: a plain folder name. ``device`` is
-    not part of the run's identity (the same run can be resumed on another device).
+    not part of the run's identity (the same run can be resumed on another device), nor is
+    ``engine``: what runs the trained networks' forward passes in the stages that only
+    infer (CAMs, random walk, prediction): ``auto`` (on a CPU ONNX Runtime, else OpenVINO,
+    else PyTorch; PyTorch on a GPU), ``torch``, ``onnxruntime`` or ``openvino``
+    (``models.engine``); they differ by float rounding only.
     """
 
     name: str = "run"
     device: str = field(default="auto", metadata=NOT_FINGERPRINTED)
     until: Until = field(default="train-seg", metadata=NOT_FINGERPRINTED)
+    engine: Engine = field(default="auto", metadata=NOT_FINGERPRINTED)
     data: DataConfig = field(default_factory=DataConfig)
     train_cls: TrainClsConfig = field(default_factory=TrainClsConfig)
     cams: CamConfig = field(default_factory=CamConfig)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from puzzlecam.data import SplitData, load_split, split_name
+from puzzlecam.models.engine import resolve_engine
 from puzzlecam.pipeline.config import RunConfig
 from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.training.distributed import DistContext
@@ -21,6 +22,17 @@ class RunContext:
     dist: DistContext = field(default_factory=DistContext)
     progress: bool = True
     _splits: dict[str, SplitData] = field(default_factory=dict, repr=False)
+    _engine: str | None = field(default=None, repr=False)
+
+    @property
+    def engine(self) -> str:
+        """What runs the inference stages' networks: ``config.engine`` resolved for the
+        device once (``models.engine.resolve_engine``); a fallback is said once."""
+        if self._engine is None:
+            self._engine, note = resolve_engine(self.config.engine, self.dist.device)
+            if note:
+                self.log(f"note: {note}")
+        return self._engine
 
     def log(self, message: str) -> None:
         """Print on the main process only, without breaking progress bars."""

@@ -49,6 +49,7 @@ from puzzlecam.dataclass_yaml import (
 )
 from puzzlecam.errors import ConfigError, RunDirError
 from puzzlecam.io import atomic_write, claim_folder, read_json, read_text, write_json
+from puzzlecam.models.engine import ENGINE_GRAPH
 from puzzlecam.pipeline.branches import VARIANTS
 from puzzlecam.pipeline.config import UNTIL_PHASES
 from puzzlecam.pipeline.folders import (
@@ -318,6 +319,14 @@ class RunDir:
         """The final weights in a training folder (``classifier_dir``, ``affinity_dir``,
         ``segmentation_dir``)."""
         return folder / WEIGHTS_FILE
+
+    @staticmethod
+    def graph_path(folder: Path) -> Path:
+        """A trained model's ONNX graph, exported for an inference engine (``engine.onnx``,
+        its weights' digest in ``engine.onnx.key``) and reused while the weights are the
+        same (``models.engine.engine_net``). Not ``model.onnx``: the name ``export-onnx``
+        suggests for a user's own export."""
+        return folder / ENGINE_GRAPH
 
     @staticmethod
     def log_path(folder: Path) -> Path:

@@ -22,6 +22,7 @@ __all__ = [
     "PuzzleLosses",
     "classification_loss",
     "reconstruction_loss",
+    "first_puzzle_step",
     "alpha_schedule",
     "puzzle_losses",
 ]
@@ -120,6 +121,13 @@ def reconstruction_loss(
     difference = cams - merged_cams
     error = difference.abs() if kind == "l1" else difference.square()
     return (error * targets[:, :, None, None]).mean()
+
+
+def first_puzzle_step(start: float, total_steps: int) -> int:
+    """The first training step (0-based) at which the puzzle terms are on: the steps before
+    it are plain CAM's (``progress = step / total_steps`` < ``start``, as the loop feeds
+    ``puzzle_losses``); 0 when ``start`` is 0."""
+    return next((s for s in range(total_steps + 1) if s / max(total_steps, 1) >= start), 0)
 
 
 def alpha_schedule(progress: float, alpha_max: float, ramp: float) -> float:

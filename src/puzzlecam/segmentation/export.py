@@ -24,8 +24,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from puzzlecam.errors import ConfigError
-from puzzlecam.io import atomic_write
+from puzzlecam.models.engine import (
+    DEFAULT_OPSET,
+    MIN_OPSET,
+    EngineNet,
+    check_opset,
+    engine_net,
+    export_graph,
+    max_opset,
+)
 from puzzlecam.models.segmenter import Segmenter
 from puzzlecam.segmentation.predict import image_array
 
@@ -38,46 +45,8 @@ __all__ = [
     "MIN_OPSET",
     "max_opset",
     "check_opset",
+    "segmenter_net",
 ]
-
-DEFAULT_OPSET = 18
-"""Opset of the exported graph: ONNX Runtime >= 1.14, TensorRT 8.6+, OpenVINO 2023+ run it."""
-
-MIN_OPSET = 18
-"""The oldest opset the dynamo exporter writes: it asks for an older one with a logged
-warning, fails to convert (no adapter for Pad) and writes opset 18 all the same."""
-
-_TORCH_MAX_OPSET = 23  # torch.onnx's ONNX_MAX_OPSET in torch 2.5 .. 2.14
-
-
-def max_opset() -> int:
-    """The newest opset both torch.onnx and the installed ``onnx`` package support (an
-    opset past onnx's range makes the exporter keep 18 and write an invalid graph)."""
-    try:
-        from torch.onnx import _constants  # private, hence the fallback
-
-        newest = int(_constants.ONNX_MAX_OPSET)
-    except (ImportError, AttributeError):
-        newest = _TORCH_MAX_OPSET
-    if importlib.util.find_spec("onnx") is not None:
-        import onnx.defs
-
-        newest = min(newest, int(onnx.defs.onnx_opset_version()))
-    return newest
-
-
-def check_opset(opset: int, option: str = "--opset") -> None:
-    """Raise ConfigError unless the exporter writes ``opset`` as asked: it otherwise
-    writes another opset (or an invalid file) after the whole slow export."""
-    newest = max_opset()
-    if not MIN_OPSET <= opset <= newest:
-        raise ConfigError(
-            f"{option} {opset}: torch's ONNX exporter writes opsets {MIN_OPSET} to {newest}; "
-            f"choose one of them ({DEFAULT_OPSET}, the default, runs on ONNX Runtime >= 1.14)"
-        )
-
-
-_AXES = ("batch", None, "height", "width")
 
 
 class OnnxSegmenter(nn.Module):
@@ -98,14 +67,6 @@ class OnnxSegmenter(nn.Module):
         return self.segmenter.network(x)[..., :height, :width].float()
 
 
-def _require_exporter() -> None:
-    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ImportError(
-            f"ONNX export needs {' and '.join(missing)}: pip install 'puzzlecam[onnx]'"
-        )
-
-
 def export_onnx(
     model: Segmenter,
     path: str | Path,
@@ -121,37 +82,11 @@ def export_onnx(
     The model is exported in eval mode on its own device and left in the mode it was in.
     Raises ConfigError for an opset outside ``MIN_OPSET .. max_opset()``.
     """
-    _require_exporter()
-    check_opset(opset, "opset")
     if input_dtype not in ("uint8", "float32"):
         raise ValueError(f"input_dtype must be 'uint8' or 'float32', got {input_dtype!r}")
-    path = Path(path)
     device = next(model.parameters()).device
     dtype = torch.uint8 if input_dtype == "uint8" else torch.float32
-    # batch 2: torch.export specialises dimensions whose example size is 1
     example = torch.randint(0, 256, (2, 3, *example_size), dtype=torch.uint8, device=device)
-    dynamic = torch.export.Dim.DYNAMIC
-    was_training = model.training
-    wrapper = OnnxSegmenter(model).eval()
-    try:
-        program = torch.onnx.export(
-            wrapper,
-            (example.to(dtype),),
-            dynamo=True,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_shapes={"images": {0: dynamic, 2: dynamic, 3: dynamic}},
-            opset_version=opset,
-            verbose=False,
-        )
-    finally:
-        model.train(was_training)
-    proto = program.model_proto
-    # readable axis names in place of the exporter's symbolic expressions
-    for value in (*proto.graph.input, *proto.graph.output):
-        for dim, name in zip(value.type.tensor_type.shape.dim, _AXES, strict=True):
-            if name is not None:
-                dim.dim_param = name
     metadata = {
         "input": f"images (batch, 3, height, width) {input_dtype} RGB in 0..255, any size",
         "output": "logits (batch, classes + 1, height, width) float32; argmax over dim 1: "
@@ -159,15 +94,21 @@ def export_onnx(
     }
     if classes is not None:
         metadata["classes"] = json.dumps(list(classes))
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    size = proto.ByteSize()
-    if size >= 2**31:
-        raise ValueError(f"the model is {size / 2**30:.1f} GB, over ONNX's 2 GB single-file limit")
-    with atomic_write(path) as handle:
-        handle.write(proto.SerializeToString())
-    return path
+    was_training = model.training
+    try:
+        return export_graph(
+            OnnxSegmenter(model), example.to(dtype), path, ["logits"], opset, metadata
+        )
+    finally:
+        model.train(was_training)
+
+
+def segmenter_net(model: Segmenter, engine: str, graph_path: str | Path) -> Segmenter | EngineNet:
+    """``model`` itself for ``engine`` "torch", else run by ``engine`` from its float32
+    graph at ``graph_path`` (exported there once: ``models.engine.engine_net``)."""
+    wrapper = OnnxSegmenter(model).eval()
+    net = engine_net(wrapper, engine, graph_path, lambda outs: outs[0], ["logits"])
+    return model if net is wrapper else net
 
 
 @dataclass(frozen=True)

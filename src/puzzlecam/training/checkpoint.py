@@ -16,7 +16,13 @@ from torch import nn
 from puzzlecam.errors import DataError, RunDirError, TrainingError
 from puzzlecam.io import atomic_write, load_tensor_file
 
-__all__ = ["WEIGHTS_FILE", "CHECKPOINT_FILE", "save_weights", "load_weights", "Checkpointer"]
+__all__ = [
+    "WEIGHTS_FILE",
+    "CHECKPOINT_FILE",
+    "save_weights",
+    "load_weights",
+    "Checkpointer",
+]
 
 WEIGHTS_FILE = "model.pt"  # a training run's final weights, in its folder
 CHECKPOINT_FILE = "checkpoint.pt"  # its resume point
@@ -120,10 +126,12 @@ class Checkpointer:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler | None,
+        path: Path | None = None,
     ) -> None:
         """Write the resume point after ``step`` atomically (TrainingError, nothing written,
-        when the weights hold NaN/inf)."""
-        self._require_finite(model, self.path)
+        when the weights hold NaN/inf); to ``path`` instead of the checkpoint when given."""
+        target = path or self.path
+        self._require_finite(model, target)
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -132,9 +140,23 @@ class Checkpointer:
         }
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
+        with atomic_write(target) as handle:
+            torch.save(state, handle)
+        if path is None:
+            self.last_saved = step
+
+    def adopt(self, snapshot: Path) -> int:
+        """Make ``snapshot`` (another run's resume point, saved by ``save(path=...)``) this
+        run's checkpoint, as if this run had saved it; returns its step."""
+        fix = "delete it to train from the start"
+        state = load_tensor_file(snapshot, fix)
+        if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
+            raise DataError(snapshot, f"not a puzzlecam training checkpoint; {fix}")
+        state["fingerprint"] = self.fingerprint
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.path) as handle:
             torch.save(state, handle)
-        self.last_saved = step
+        return int(state["step"])
 
     def save_weights(self, model: nn.Module, meta: dict | None = None) -> Path:
         """Write ``model.pt`` (TrainingError, nothing written, when the weights hold NaN/inf)."""

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from puzzlecam.data.loader import CheckedLoader
 from puzzlecam.dataclass_yaml import EXECUTION, NOT_FINGERPRINTED, require
 from puzzlecam.errors import ConfigError, TrainingError
+from puzzlecam.io import atomic_write
 from puzzlecam.training.checkpoint import Checkpointer, load_weights, save_weights
 from puzzlecam.training.distributed import DistContext, maybe_no_sync
 from puzzlecam.training.metrics_log import LOG_FILE, MetricsLog
@@ -184,18 +185,20 @@ class TrainingRun:
     section: str
     step: int = 0
     nonfinite_in_row: int = 0
+    snapshot: tuple[int, Path] | None = None  # after this step, also keep the state there
 
     @property
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.loop.epochs
 
-    def save_checkpoint(self) -> None:
-        """The resume point after ``step``, on the main process, unless the last step was
-        not finite (the last good state is saved already)."""
+    def save_checkpoint(self, path: Path | None = None) -> None:
+        """The resume point after ``step`` (to ``path`` instead of the checkpoint when given),
+        on the main process, unless the last step was not finite (the last good state is
+        saved already)."""
         if not self.context.is_main or self.nonfinite_in_row:
             return
         scaler = self.scaler if self.use_scaler else None
-        self.checkpoints.save(self.step, self.trainer.model, self.optimizer, scaler)
+        self.checkpoints.save(self.step, self.trainer.model, self.optimizer, scaler, path)
 
     def stopped(self, loss: float | None) -> TrainingError:
         """The error that ends training after ``max_nonfinite_steps`` bad steps in a row."""
@@ -322,6 +325,8 @@ def train_one_epoch(run: TrainingRun, epoch: int, progress: bool = True) -> int:
                 bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
         if loop.checkpoint_every_steps and run.step % loop.checkpoint_every_steps == 0:
             run.save_checkpoint()
+        if run.snapshot is not None and run.step == run.snapshot[0]:
+            run.save_checkpoint(run.snapshot[1])
     bar.close()
     return skipped
 
@@ -340,6 +345,8 @@ def fit(
     progress: bool = True,
     sync_batchnorm: bool = False,
     section: str = "",
+    snapshot: tuple[int, Path] | None = None,
+    start_from: Path | None = None,
 ) -> Path:
     """Train ``trainer.model`` and return the path of its final weights (``model.pt``).
 
@@ -355,6 +362,11 @@ def fit(
     restored, a warning. ``loop.max_nonfinite_steps`` of them in a row raise a
     TrainingError and keep the last checkpoint; weights or a checkpoint holding NaN/inf
     are never written. ``section`` (``train_cls``...) names the settings in messages.
+
+    ``snapshot`` (step, path) keeps the state after that step in that file too; a run whose
+    steps up to there are the same computation starts from it with ``start_from`` (that
+    file, and its run's log up to it) instead of step 0: the same weights as training from
+    scratch, bit for bit, in fewer steps.
     """
     context = context or DistContext()
     out_dir = Path(out_dir)
@@ -381,6 +393,14 @@ def fit(
     optimizer = build_optimizer(param_groups, optim)
     autocast, use_scaler = _autocast(loop, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    if start_from is not None and context.is_main and not checkpoints.path.is_file():
+        checkpoints.adopt(start_from)
+        source_log = Path(start_from).parent / LOG_FILE
+        if source_log.is_file():  # MetricsLog keeps its records up to the step resumed at
+            with atomic_write(out_dir / LOG_FILE) as handle:
+                handle.write(source_log.read_bytes())
+    if context.enabled:
+        torch.distributed.barrier()  # every process resumes from the adopted checkpoint
     resuming = checkpoints.path.is_file()
     start_step = checkpoints.resume(trainer.model, optimizer, scaler if use_scaler else None)
 
@@ -404,6 +424,7 @@ def fit(
     run = TrainingRun(
         trainer, model, optimizer, scaler, use_scaler, autocast, dataset, loop, optim, context,
         channels_last, steps_per_epoch, checkpoints, log, description, section, step=start_step,
+        snapshot=snapshot,
     )  # fmt: skip
     started = time.perf_counter()
     try:

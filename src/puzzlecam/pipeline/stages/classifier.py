@@ -3,40 +3,48 @@ multi-scale CAMs of both splits, and the CAMs' evaluation."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from puzzlecam.cams.inference import classifier_net
 from puzzlecam.cams.scores import load_scores
 from puzzlecam.cams.writer import write_cams
 from puzzlecam.data.datasets import ClassificationDataset
 from puzzlecam.data.ids import id_path
 from puzzlecam.data.samples import tags_to_vector
+from puzzlecam.dataclass_yaml import config_hash
 from puzzlecam.metrics.classification import multilabel_scores
 from puzzlecam.models.classifier import CamClassifier
 from puzzlecam.pipeline.branches import (
     BRANCH_SCORES,
     METHOD_NAMES,
     METHODS,
+    PLAIN_CAM_PUZZLE,
     branch_title,
     classifier_settings,
     metric_key,
 )
-from puzzlecam.pipeline.config import RunConfig
+from puzzlecam.pipeline.config import RunConfig, TrainClsConfig
 from puzzlecam.pipeline.context import RunContext
 from puzzlecam.pipeline.folders import claim_output_dir
 from puzzlecam.pipeline.kinds import ROLES, Picture, Stage, StageKind
+from puzzlecam.pipeline.run_dir import RunDir
 from puzzlecam.pipeline.stages.common import (
     evaluate_scores,
     evaluation,
     fit_stage,
+    inference_net,
     left_out,
     pad_value,
     score,
 )
 from puzzlecam.pipeline.trained import load_classifier
+from puzzlecam.puzzle.losses import first_puzzle_step
 from puzzlecam.puzzle.trainer import PuzzleCamTrainer
 from puzzlecam.training.distributed import shard
 from puzzlecam.training.optim import parameter_groups
@@ -46,7 +54,20 @@ __all__ = ["KINDS", "stage_train_cls", "stage_cams", "classification_quality", "
 _MODELS = {"puzzle_cam": "Puzzle-CAM classifier", "plain_cam": "Plain-CAM classifier (baseline)"}
 
 
+def _fork_path(run: RunDir, settings: TrainClsConfig) -> Path:
+    """Where the Puzzle-CAM classifier keeps its state at the step its puzzle terms start,
+    for a plain-CAM classifier of the same settings to start from: named by what the steps
+    before depend on (the settings with plain CAM's puzzle terms), so that another plain
+    CAM finds none."""
+    plain = dataclasses.replace(settings, puzzle=PLAIN_CAM_PUZZLE, baseline_plain_cam=True)
+    return run.classifier_dir(METHODS[0]) / f"snapshot-{config_hash(plain)}.pt"
+
+
 def stage_train_cls(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
+    """A branch's classifier. The Puzzle-CAM classifier is plain CAM until its puzzle terms
+    start (``puzzle.start``); it keeps its state at that step, and the plain-CAM baseline
+    of the same settings starts from there instead of step 0: the same weights, bit for bit
+    (``tests/pipeline/test_baseline_fork.py``), a paired comparison, fewer steps."""
     config, method = stage.config["train_cls"], stage.method
     train = ctx.split("train")
     torch.manual_seed(config.loop.seed)  # the new layers' initial weights
@@ -58,7 +79,15 @@ def stage_train_cls(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
     groups = parameter_groups(model, model.new_modules, config.optim)
     meta = {"classes": list(train.classes), "method": method}
     sync = config.backbone.norm == "train"
-    fit_stage(ctx, stage, fingerprint, trainer, dataset, groups, meta, sync_batchnorm=sync)
+    fork, fork_path = {}, _fork_path(ctx.run, config)
+    total_steps = len(dataset) // config.loop.batch_size * config.loop.epochs
+    first = first_puzzle_step(config.puzzle.start, total_steps)
+    if method == METHODS[0] and config.puzzle.uses_tiles and first > 0:
+        fork["snapshot"] = (first, fork_path)
+    elif method != METHODS[0] and fork_path.is_file():
+        fork["start_from"] = fork_path
+        ctx.log(f"train-cls {method}: starts from the Puzzle-CAM classifier's state at {fork_path}")
+    fit_stage(ctx, stage, fingerprint, trainer, dataset, groups, meta, sync, **fork)
 
 
 def stage_cams(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
@@ -68,9 +97,10 @@ def stage_cams(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
     if ctx.dist.is_main:
         claim_output_dir(out_dir, fingerprint)
     model = load_classifier(ctx.run, ctx.config, method, split.num_classes, ctx.dist.device)
+    net = inference_net(ctx, partial(classifier_net, model), ctx.run.classifier_dir(method))
     overlay_ids = [s.image_id for s in split.samples[: config.overlays]]
     written = write_cams(
-        model,
+        net,
         shard(list(split.samples), ctx.dist),
         out_dir,
         config.scales,
@@ -84,7 +114,10 @@ def stage_cams(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
         channels_last=config.channels_last,
         progress=ctx.progress,
     )
-    ctx.log(f"cams {method}/{role}: {written} written, {len(split) - written} already there")
+    ctx.log(
+        f"cams {method}/{role}: {written} written, {len(split) - written} already there "
+        f"({ctx.engine})"
+    )
 
 
 def classification_quality(ctx: RunContext, cams_dir: Path, role: str) -> dict[str, float]:

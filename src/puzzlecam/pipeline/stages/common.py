@@ -3,7 +3,7 @@ stage records, scoring a folder of predictions, and the per-image stages' bookke
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "score",
     "evaluation",
     "fit_stage",
+    "inference_net",
     "pad_value",
     "evaluate_scores",
     "claim_todo",
@@ -71,9 +72,11 @@ def fit_stage(
     groups: list[dict[str, Any]],
     meta: dict[str, Any],
     sync_batchnorm: bool = False,
+    **fork: Any,
 ) -> None:
     """Train a training stage's model with ``training.fit``, on its settings section
-    (``StageKind.trains``), into its folder; ``meta`` goes into the weights file."""
+    (``StageKind.trains``), into its folder; ``meta`` goes into the weights file; ``fork``:
+    ``fit``'s ``snapshot`` and ``start_from``."""
     section = kind_of(stage).trains
     config = stage.config[section]
     fit(
@@ -90,7 +93,19 @@ def fit_stage(
         meta=meta,
         progress=ctx.progress,
         sync_batchnorm=sync_batchnorm,
+        **fork,
     )
+
+
+def inference_net(ctx: RunContext, make: Callable[[str, Path], Any], folder: Path) -> Any:
+    """The trained model of ``folder`` as the run's engine runs it: ``make(engine,
+    graph_path)`` (e.g. ``cams.inference.classifier_net`` with the model bound), its graph
+    exported by the main process while the others wait."""
+    path = ctx.run.graph_path(folder)
+    if ctx.engine == "torch" or ctx.dist.is_main:
+        net = make(ctx.engine, path)
+    barrier(ctx.dist)
+    return net if ctx.engine == "torch" or ctx.dist.is_main else make(ctx.engine, path)
 
 
 def pad_value(backbone: BackboneConfig) -> tuple[int, int, int]:

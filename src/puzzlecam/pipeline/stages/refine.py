@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from puzzlecam.affinity.inference import boundary_map, refine_scores
+from puzzlecam.affinity.inference import boundary_map, boundary_net, refine_scores
 from puzzlecam.affinity.label_maps import confident_labels, pseudo_labels
 from puzzlecam.affinity.trainer import AffinityTrainer
 from puzzlecam.cams.scores import ScoreMaps, load_scores, save_scores
@@ -40,6 +40,7 @@ from puzzlecam.pipeline.stages.common import (
     evaluate_scores,
     evaluation,
     fit_stage,
+    inference_net,
     left_out,
     pad_value,
     score,
@@ -126,12 +127,13 @@ def stage_rw(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
     cams_dir = ctx.run.cams_dir(method, role)
     device = ctx.dist.device
     model = load_affinitynet(ctx.run, ctx.config, method, device)
+    net = inference_net(ctx, partial(boundary_net, model), ctx.run.affinity_dir(method))
     for sample, image in each_image(todo, f"rw {method}/{role}", ctx.progress):
         cams_path = id_path(cams_dir, sample.image_id, ".npz")
         maps = load_scores(cams_path)
         if maps.scores_stride4 is None:
             raise DataError(cams_path, "score file has no stride-4 CAMs for the random walk")
-        boundary = boundary_map(model, image.to(device))
+        boundary = boundary_map(net, image.to(device))
         cams = torch.from_numpy(maps.scores_stride4.astype(np.float32)).to(device)
         refined = refine_scores(
             cams, boundary, tuple(image.shape[-2:]), config.beta, config.exp_times, config.radius

@@ -5,6 +5,7 @@ split, scored against its masks."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 import torch
 
@@ -29,10 +30,12 @@ from puzzlecam.pipeline.stages.common import (
     each_image,
     evaluate_scores,
     fit_stage,
+    inference_net,
     left_out,
     pad_value,
     score,
 )
+from puzzlecam.segmentation.export import segmenter_net
 from puzzlecam.segmentation.model_io import load_segmenter, segmenter_meta
 from puzzlecam.segmentation.predict import segment_arrays
 from puzzlecam.segmentation.trainer import SegmentationTrainer
@@ -80,10 +83,11 @@ def stage_predict_eval(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
     todo = claim_todo(ctx, fingerprint, out_dir, ctx.split(role).samples, ".png")
     weights = ctx.run.model_path(ctx.run.segmentation_dir(variant))
     model, _ = load_segmenter(weights, ctx.dist.device)
+    net = inference_net(ctx, partial(segmenter_net, model), ctx.run.segmentation_dir(variant))
     crf = crf_iterations(config.crf_iterations if config.crf else 0, "predict", ctx.log)
     for sample, image in each_image(todo, f"predict {variant}", ctx.progress):
         pixels = image.permute(1, 2, 0).numpy()
-        labels = segment_arrays(model, [pixels], config, ctx.dist.device, crf)[0]
+        labels = segment_arrays(net, [pixels], config, ctx.dist.device, crf)[0]
         save_label_png(id_path(out_dir, sample.image_id, ".png"), labels)
     barrier(ctx.dist)
     if ctx.dist.is_main:
