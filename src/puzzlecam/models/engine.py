@@ -2,10 +2,11 @@
 OpenVINO.
 
 On a CPU, ONNX Runtime and OpenVINO run these networks about four times as fast as PyTorch
-eager (``bench/bench_cams.py``); the results differ by float rounding only. A network is
-exported once to an ONNX graph with dynamic batch, height and width (torch's dynamo
-exporter), beside its weights, and reused while its weights are the same
-(``engine_net``). The returned object is called like the module (a torch tensor of
+eager on batches (``bench/bench_cams.py``; on one small image at a time the per-call
+overhead can make them slower, ``bench/bench_predict.py``); the results differ by float
+rounding only. A network is exported once to an ONNX graph with dynamic batch, height and
+width (by torch's tracing exporter), beside its weights, and reused while its weights are
+the same (``engine_net``). The returned object is called like the module (a torch tensor of
 images in, torch tensors out, shaped as the module's) and carries the attributes the
 callers read (``stride``), so the library's inference functions take either.
 
@@ -54,7 +55,7 @@ Engine = Literal["auto", "torch", "onnxruntime", "openvino"]
 ENGINES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
 # ONNX Runtime first: OpenVINO is 1.2x faster here (bench/bench_cams.py), but its Python
 # bindings corrupted the memory of a long test session (docs/decisions.md)
-_FASTEST_FIRST = ("onnxruntime", "openvino")
+_CPU_ORDER = ("onnxruntime", "openvino")
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 _EXTRAS = {"onnxruntime": "puzzlecam[onnx]", "openvino": "puzzlecam[openvino]"}
 
@@ -182,14 +183,14 @@ def installed_engines() -> list[str]:
     exporter that makes their graphs)."""
     if _exporter_missing():
         return []
-    return [e for e in _FASTEST_FIRST if importlib.util.find_spec(_PACKAGES[e]) is not None]
+    return [e for e in _CPU_ORDER if importlib.util.find_spec(_PACKAGES[e]) is not None]
 
 
 def resolve_engine(requested: str, device: torch.device | str) -> tuple[str, str]:
     """The engine to run with, and a note when it is not the one asked for ("" if it is).
 
-    ``auto``: the first installed of ONNX Runtime and OpenVINO (PyTorch on a GPU). An engine that is
-    not installed falls back as ``auto`` would, and the note says so and what to install.
+    ``auto``: the first installed of ONNX Runtime and OpenVINO (PyTorch on a GPU). An
+    engine that is not installed falls back as ``auto`` would; the note says what to install.
     """
     if requested not in ENGINES:
         raise ConfigError(f"engine: {requested!r} is not one of {list(ENGINES)}")
