@@ -67,3 +67,13 @@ def test_a_missing_engine_falls_back_and_says_so_once(tmp_path, capsys, monkeypa
     assert out.count("engine openvino is not installed") == 1
     assert "running with torch" in out and "(torch)" in out
     assert not list(run.rglob("engine.onnx"))
+
+
+@pytest.mark.skipif(not INSTALLED, reason="no inference engine installed")
+def test_auto_runs_an_engine_on_batches_and_pytorch_on_one_image_at_a_time(tmp_path):
+    run, data = tmp_path / "run", tmp_path / "data"
+    assert main(_args(run, data, "engine=auto")) == 0
+    assert (run / "classifier" / "puzzle_cam" / "engine.onnx").is_file()  # the CAMs, batched
+    # the random walk's boundary maps and the predictions: one image at a time
+    assert not (run / "affinitynet" / "puzzle_cam" / "engine.onnx").exists()
+    assert not (run / "segmentation" / "weak" / "engine.onnx").exists()

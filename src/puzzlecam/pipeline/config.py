@@ -267,7 +267,8 @@ class RunConfig:
     ``engine``: what runs the trained networks' forward passes in the stages that only
     infer (CAMs, random walk, prediction): ``auto`` (on a CPU ONNX Runtime, else OpenVINO,
     else PyTorch; PyTorch on a GPU), ``torch``, ``onnxruntime`` or ``openvino``
-    (``models.engine``); they differ by float rounding only.
+    (``models.engine``); they differ by float rounding only. Under ``auto`` the stages that
+    run one image at a time keep PyTorch (``stages.common.inference_net``).
     """
 
     name: str = "run"

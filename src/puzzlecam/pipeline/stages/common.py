@@ -97,15 +97,20 @@ def fit_stage(
     )
 
 
-def inference_net(ctx: RunContext, make: Callable[[str, Path], Any], folder: Path) -> Any:
+def inference_net(
+    ctx: RunContext, make: Callable[[str, Path], Any], folder: Path, batched: bool = True
+) -> Any:
     """The trained model of ``folder`` as the run's engine runs it: ``make(engine,
     graph_path)`` (e.g. ``cams.inference.classifier_net`` with the model bound), its graph
-    exported by the main process while the others wait."""
+    exported by the main process while the others wait. A stage that runs one image at a
+    time (``batched`` false) keeps PyTorch under ``engine: auto``: there the engines'
+    per-call overhead lost to PyTorch on the demo's models (E51); a named engine runs it."""
+    engine = ctx.engine if batched or ctx.config.engine != "auto" else "torch"
     path = ctx.run.graph_path(folder)
-    if ctx.engine == "torch" or ctx.dist.is_main:
-        net = make(ctx.engine, path)
+    if engine == "torch" or ctx.dist.is_main:
+        net = make(engine, path)
     barrier(ctx.dist)
-    return net if ctx.engine == "torch" or ctx.dist.is_main else make(ctx.engine, path)
+    return net if engine == "torch" or ctx.dist.is_main else make(engine, path)
 
 
 def pad_value(backbone: BackboneConfig) -> tuple[int, int, int]:

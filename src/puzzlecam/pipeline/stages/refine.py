@@ -127,7 +127,9 @@ def stage_rw(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
     cams_dir = ctx.run.cams_dir(method, role)
     device = ctx.dist.device
     model = load_affinitynet(ctx.run, ctx.config, method, device)
-    net = inference_net(ctx, partial(boundary_net, model), ctx.run.affinity_dir(method))
+    net = inference_net(
+        ctx, partial(boundary_net, model), ctx.run.affinity_dir(method), batched=False
+    )
     for sample, image in each_image(todo, f"rw {method}/{role}", ctx.progress):
         cams_path = id_path(cams_dir, sample.image_id, ".npz")
         maps = load_scores(cams_path)

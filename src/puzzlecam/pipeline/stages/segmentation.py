@@ -83,7 +83,8 @@ def stage_predict_eval(ctx: RunContext, stage: Stage, fingerprint: str) -> None:
     todo = claim_todo(ctx, fingerprint, out_dir, ctx.split(role).samples, ".png")
     weights = ctx.run.model_path(ctx.run.segmentation_dir(variant))
     model, _ = load_segmenter(weights, ctx.dist.device)
-    net = inference_net(ctx, partial(segmenter_net, model), ctx.run.segmentation_dir(variant))
+    folder = ctx.run.segmentation_dir(variant)
+    net = inference_net(ctx, partial(segmenter_net, model), folder, batched=False)
     crf = crf_iterations(config.crf_iterations if config.crf else 0, "predict", ctx.log)
     for sample, image in each_image(todo, f"predict {variant}", ctx.progress):
         pixels = image.permute(1, 2, 0).numpy()
