@@ -253,7 +253,8 @@ def run_rows(summary: RunSummary) -> list[tuple[str, list[Line]]]:
         if seg.fully_supervised:
             line.append(Span("; also trained on ground truth"))
         rows.append(("DeepLabV3+", [line]))
-    pipeline = [Span("until "), _code(config.until), Span(f", device {config.device}")]
+    pipeline = [Span("until "), _code(config.until), Span(f", device {config.device}, ")]
+    pipeline += [Span("inference engine "), _code(config.engine)]
     rows.append(("Pipeline", [pipeline]))
     return rows
 
