@@ -41,7 +41,6 @@ __all__ = [
     "stage_kinds",
     "kind_of",
     "metrics",
-    "commands",
 ]
 
 ROLES = ("train", "val")
@@ -179,12 +178,3 @@ def kind_of(stage: Stage) -> StageKind:
 def metrics() -> tuple[Metric, ...]:
     """Every metric the registered kinds write, in registration order."""
     return tuple(metric for kind in _KINDS.values() for metric in kind.metrics)
-
-
-def commands() -> dict[str, str]:
-    """The CLI command of each kind and its help, in pipeline order."""
-    out: dict[str, str] = {}
-    for kind in _KINDS.values():
-        if kind.help:
-            out.setdefault(kind.command, kind.help)
-    return out

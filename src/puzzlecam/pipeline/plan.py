@@ -22,7 +22,7 @@ from typing import Any
 
 import puzzlecam.pipeline.stages  # noqa: F401  (registers puzzlecam's stage kinds)
 from puzzlecam.pipeline.config import RunConfig
-from puzzlecam.pipeline.kinds import EVAL_GROUP, ROLES, Score, Stage, commands, stage_kinds
+from puzzlecam.pipeline.kinds import EVAL_GROUP, ROLES, Score, Stage, stage_kinds
 
 __all__ = [
     "ROLES",
@@ -58,10 +58,10 @@ class Plan:
 def make_plan(config: RunConfig) -> Plan:
     """Every stage a run may have, and why ``config`` leaves out those it does."""
     every: list[Stage] = []
+    known: set[str] = set()
     left_out: dict[str, str] = {}
     for kind in stage_kinds():
         for why, stage in kind.plan(config):
-            known = {s.name for s in every}
             missing = [name for name in stage.inputs if name not in known]
             if stage.name in known or missing:
                 problem = (
@@ -71,14 +71,20 @@ def make_plan(config: RunConfig) -> Plan:
                 )
                 raise ValueError(f"stage kind {kind.name}: stage {stage.name}: {problem}")
             every.append(stage)
+            known.add(stage.name)
             if why:
                 left_out[stage.name] = why
     return Plan(tuple(every), left_out)
 
 
 def stage_commands() -> dict[str, str]:
-    """The CLI command of each registered stage kind and its help, in pipeline order."""
-    return commands()
+    """The CLI command of each registered stage kind that has help, and that help, in
+    pipeline order (a kind without help runs under another's command)."""
+    out: dict[str, str] = {}
+    for kind in stage_kinds():
+        if kind.help:
+            out.setdefault(kind.command, kind.help)
+    return out
 
 
 def plan_stages(config: RunConfig) -> list[Stage]:

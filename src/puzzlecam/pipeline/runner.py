@@ -127,19 +127,18 @@ def check_models(stages: Iterable[Stage]) -> None:
     ``timm`` weights are downloaded into timm's cache here, as the stage would.
     """
     # keyed by (section, backbone): the two branches' identical classifiers count once
-    builders: dict[tuple[str, Any], Callable[[Any], Any]] = {}
-    settings: dict[tuple[str, Any], Any] = {}
+    models: dict[tuple[str, Any], tuple[Callable[[Any], Any], Any]] = {}
     for stage in stages:
         kind = kind_of(stage)
         if kind.trains and kind.build:
-            key = (kind.trains, stage.config[kind.trains].backbone)
-            builders[key], settings[key] = kind.build, stage.config[kind.trains]
-    for (section, backbone), build in builders.items():
+            settings = stage.config[kind.trains]
+            models[(kind.trains, settings.backbone)] = (kind.build, settings)
+    for (section, _), (build, settings) in models.items():
         try:
             with warnings.catch_warnings(), torch.device("meta"):
                 # loading real weights into meta tensors is a no-op torch warns about
                 warnings.simplefilter("ignore", UserWarning)
-                build(settings[(section, backbone)])
+                build(settings)
         except ConfigError as error:
             raise ConfigError(f"{section}.backbone: {error}") from error
 

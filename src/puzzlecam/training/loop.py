@@ -393,14 +393,15 @@ def fit(
     optimizer = build_optimizer(param_groups, optim)
     autocast, use_scaler = _autocast(loop, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    if start_from is not None and context.is_main and not checkpoints.path.is_file():
-        checkpoints.adopt(start_from)
-        source_log = Path(start_from).parent / LOG_FILE
-        if source_log.is_file():  # MetricsLog keeps its records up to the step resumed at
-            with atomic_write(out_dir / LOG_FILE) as handle:
-                handle.write(source_log.read_bytes())
-    if context.enabled:
-        torch.distributed.barrier()  # every process resumes from the adopted checkpoint
+    if start_from is not None:
+        if context.is_main and not checkpoints.path.is_file():
+            checkpoints.adopt(start_from)
+            source_log = Path(start_from).parent / LOG_FILE
+            if source_log.is_file():  # MetricsLog keeps its records up to the step resumed at
+                with atomic_write(out_dir / LOG_FILE) as handle:
+                    handle.write(source_log.read_bytes())
+        if context.enabled:
+            torch.distributed.barrier()  # every process resumes from the adopted checkpoint
     resuming = checkpoints.path.is_file()
     start_step = checkpoints.resume(trainer.model, optimizer, scaler if use_scaler else None)
 
