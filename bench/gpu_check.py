@@ -694,6 +694,10 @@ def main() -> int:
         "--sections", nargs="+", default=["tests", "speed", "regime", "demo"],
         choices=["tests", "speed", "regime", "demo"],
     )  # fmt: skip
+    parser.add_argument(
+        "--regime-set", nargs="+", default=[], metavar="KEY=VALUE",
+        help="settings on top of the demo preset for the regime's sub-runs (a lever to try)",
+    )  # fmt: skip
     args = parser.parse_args()
     started = time.perf_counter()
     profile = dry_profile() if args.dry_run else gpu_profile()
@@ -703,6 +707,9 @@ def main() -> int:
         profile = dataclasses.replace(profile, regime_sizes=tuple(args.sizes))
     if args.max_counts:
         profile = dataclasses.replace(profile, max_counts=tuple(args.max_counts))
+    if args.regime_set:
+        overrides = (*profile.regime_overrides, *args.regime_set)
+        profile = dataclasses.replace(profile, regime_overrides=overrides)
     deadline = started + profile.budget
     work = Path(args.work or REPO / ("runs/gpu_check-dry" if args.dry_run else "runs/gpu_check"))
     out = Path(args.out or os.environ.get("OUT") or work / "out")
