@@ -11,6 +11,7 @@ from puzzlecam.metrics.sweep import (
     best_threshold_index,
     bucket_counts,
     check_thresholds,
+    label_buckets,
     sweep_confusion,
 )
 
@@ -172,3 +173,30 @@ def test_inputs_not_mutated():
     sweep_confusion(scores, keys, gt, 5)
     for original, copy in zip((scores, keys, gt), copies, strict=True):
         np.testing.assert_array_equal(original, copy)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_label_buckets_give_threshold_argmax_at_every_threshold(dtype) -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.random((3, 9, 11)).astype(dtype)
+    scores[:, 0, :3] = np.asarray(0.35, dtype)  # exactly on a threshold: background there
+    keys = np.array([2, 5, 7])
+    thresholds = tuple(round(0.01 * i, 2) for i in range(1, 100))
+    label, bucket = label_buckets(scores, keys, thresholds)
+    assert label.dtype == np.uint8 and bucket.dtype == np.uint8
+    lookup = np.concatenate([[0], keys])
+    for j, t in enumerate(thresholds):
+        expected = lookup[threshold_argmax(scores, t)]
+        np.testing.assert_array_equal(np.where(bucket > j, label, 0), expected, err_msg=str(t))
+    assert label[0, 0] == keys[scores[:, 0, 0].argmax()] and bucket[0, 0] == 34
+
+
+def test_label_buckets_hand_computed_and_no_channels() -> None:
+    scores = np.array([[[0.2, 0.7]], [[0.6, 0.1]]], dtype=np.float32)  # (2, 1, 2)
+    label, bucket = label_buckets(scores, np.array([1, 3]), (0.25, 0.5, 0.75))
+    np.testing.assert_array_equal(label, [[3, 1]])  # best channels: 3 (0.6), 1 (0.7)
+    np.testing.assert_array_equal(bucket, [[2, 2]])  # each above 0.25 and 0.5 only
+    empty_label, empty_bucket = label_buckets(np.zeros((0, 2, 3), np.float16), np.zeros(0, int))
+    assert empty_label.shape == (2, 3) and not empty_label.any() and not empty_bucket.any()
+    with pytest.raises(ValueError, match="keys"):
+        label_buckets(scores, np.array([1, 300]))

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import logging
 import sys
+import time
 from pathlib import Path
 
 from puzzlecam.cli.predict import (
@@ -15,7 +16,7 @@ from puzzlecam.cli.predict import (
     run_export_onnx,
     run_predict,
 )
-from puzzlecam.errors import ConfigError, PuzzlecamError
+from puzzlecam.errors import ConfigError, PuzzlecamError, RunDirError
 
 
 def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> None:
@@ -86,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--run-dir", required=True, type=Path)
     report.add_argument("--num-samples", type=int, default=6, help="sample images shown")
     report.add_argument("--no-progress", action="store_true")
+
+    explore = commands.add_parser(
+        "explore",
+        help="write report/explore.html: the refinement's thresholds tried on the run's "
+        "images in a browser, with the --set line that applies them",
+    )
+    explore.add_argument("--run-dir", required=True, type=Path)
+    explore.add_argument(
+        "--max-images", type=int, help="images of each split (default: the run's "
+        "report.explore_images; all of them when fewer)"
+    )  # fmt: skip
+    explore.add_argument("--out", type=Path, help="the page's path (default report/explore.html)")
+    explore.add_argument("--no-progress", action="store_true")
 
     evaluate = commands.add_parser(
         "eval", help="score predictions (label PNGs or score files) against ground truth"
@@ -158,6 +172,29 @@ def _pipeline(
             print()
             print(format_summary(ctx.run.metrics(), ctx.run.manifest()))
             print(f"\nrun directory: {ctx.run.root}\nreport: {report}")
+    return 0
+
+
+def _explore(args: argparse.Namespace) -> int:
+    from puzzlecam.pipeline.report.collect import load_run
+    from puzzlecam.pipeline.report.explorer import write_explorer
+    from puzzlecam.pipeline.run_dir import RunDir
+
+    started = time.perf_counter()
+    run = RunDir(args.run_dir)
+    run.check_exists()
+    with run.lock():
+        summary = load_run(run)
+        if summary.config is None:
+            raise RunDirError(f"{run.root}: no readable config.yaml, so no run to explore")
+        count = (
+            args.max_images if args.max_images is not None else summary.config.report.explore_images
+        )
+        if count < 1:
+            return _error("explore", f"--max-images must be at least 1, got {count}")
+        path = write_explorer(run, count, args.out, not args.no_progress, summary)
+    size = path.stat().st_size / 2**20
+    print(f"{path} ({size:.1f} MB, {time.perf_counter() - started:.1f} s)")
     return 0
 
 
@@ -276,6 +313,8 @@ def _main(args: argparse.Namespace) -> int:
             with run.lock():
                 print(write_report(run, args.num_samples, progress=not args.no_progress))
             return 0
+        if args.command == "explore":
+            return _explore(args)
         if args.command == "predict":
             return run_predict(args)
         if args.command == "export-onnx":

@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "check_thresholds",
     "bucket_counts",
+    "label_buckets",
     "sweep_matrices",
     "sweep_confusion",
     "best_threshold_index",
@@ -80,17 +81,71 @@ def _best_channel(scores: np.ndarray, work_dtype: type) -> tuple[np.ndarray, np.
 
 
 @functools.lru_cache(maxsize=16)
-def _float16_bucket_table(thresholds: tuple[float, ...], stride: int, dtype: str) -> np.ndarray:
-    """(65536,) ``dtype``: for each float16 bit pattern v, ``stride * #{j : t_j < v}``.
+def _float16_bucket_table(thresholds: tuple[float, ...], dtype: str) -> np.ndarray:
+    """(65536,) ``dtype``: for each float16 bit pattern v, ``#{j : t_j < v}``.
 
     Thresholds are rounded to float16 first, as ``threshold_argmax`` compares them
     (entries for negative values and NaN are never read). Read-only, shared by threads.
     """
     values = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
     cut = np.asarray(thresholds, dtype=np.float64).astype(np.float16).astype(np.float32)
-    table = (np.searchsorted(cut, values, side="left") * stride).astype(dtype)
+    table = np.searchsorted(cut, values, side="left").astype(dtype)
     table.setflags(write=False)
     return table
+
+
+def _channel_and_bucket(
+    scores: np.ndarray, thresholds: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's best channel and bucket ``#{j : t_j < best score}``, comparing where
+    ``threshold_argmax`` does. scores: (K, H, W) float16/32/64, K >= 1. Returns (H, W)
+    channel indices (uint8, or int64 past 256 channels) and (H, W) uint8/uint16 buckets."""
+    bucket_dtype = np.uint8 if len(thresholds) < 256 else np.uint16
+    if scores.dtype == np.float16 and int(scores.view(np.uint16).max()) <= _FLOAT16_INF_BITS:
+        # Fast path, float16 in [0, inf]: bit patterns sort like the values, so the best
+        # channel is found on uint16 and its bucket read from a 65536-entry table.
+        channel, best_bits = _best_channel(scores.view(np.uint16), np.uint16)
+        table = _float16_bucket_table(thresholds, np.dtype(bucket_dtype).str)
+        return channel, table[best_bits]
+    # Compare in the scores' dtype (thresholds rounded to it), done in float32 for
+    # float16 (exact: every float16 is a float32, and fast).
+    work_dtype = np.float64 if scores.dtype == np.float64 else np.float32
+    cut = np.asarray(thresholds, dtype=np.float64).astype(scores.dtype).astype(work_dtype)
+    channel, best = _best_channel(scores, work_dtype)  # (H, W), (H, W)
+    if np.isnan(best).any():  # np.maximum propagates NaN from any channel
+        raise ValueError("scores contain NaN; a score map must be finite")
+    bucket = np.zeros(best.shape, dtype=bucket_dtype)  # (H, W)
+    for value in cut:
+        bucket += best > value
+    return channel, bucket
+
+
+def label_buckets(
+    scores: np.ndarray, keys: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS
+) -> tuple[np.ndarray, np.ndarray]:
+    """A score file as two maps that give its labels at every threshold of ``thresholds``.
+
+    scores: (K, H, W) float16/32/64; keys: (K,) label values 1..254. Returns ``(label,
+    bucket)``, (H, W) uint8 each (bucket uint16 past 255 thresholds): the best channel's
+    label value (0 when K = 0) and how many thresholds its score exceeds. The label map
+    at ``t_j`` is ``where(bucket > j, label, 0)``, which equals ``threshold_argmax``'s
+    (the same rounding and ties), so a page can recolour labels or score a set of images
+    at any threshold of the grid without the scores.
+    """
+    thresholds = check_thresholds(thresholds)
+    scores, keys = np.asarray(scores), np.asarray(keys)
+    if scores.ndim != 3 or keys.shape != (scores.shape[0],):
+        raise ValueError(
+            f"scores must be (K, H, W) with keys (K,), got {scores.shape} and {keys.shape}"
+        )
+    if scores.dtype not in (np.float16, np.float32, np.float64):
+        raise ValueError(f"scores must be float16, float32 or float64, got {scores.dtype}")
+    check_label_values(keys, IGNORE_INDEX, "score keys")
+    if scores.shape[0] == 0:
+        zeros = np.zeros(scores.shape[1:], dtype=np.uint8)
+        return zeros, zeros.copy()
+    channel, bucket = _channel_and_bucket(scores, thresholds)
+    return keys.astype(np.uint8)[channel], bucket
 
 
 def bucket_counts(
@@ -131,29 +186,12 @@ def bucket_counts(
     num_channels = max(scores.shape[0], 1)
     size = (num_thresholds + 1) * _NUM_VALUES * num_channels
     index_dtype = np.uint16 if size <= 1 << 16 else np.uint32 if size <= 1 << 32 else np.int64
-    bucket_stride = _NUM_VALUES * num_channels
     if scores.shape[0] == 0:  # no tags: background everywhere, bucket 0
         index = gt.astype(index_dtype)  # (H, W)
-    elif scores.dtype == np.float16 and int(scores.view(np.uint16).max()) <= _FLOAT16_INF_BITS:
-        # Fast path, float16 in [0, inf]: bit patterns sort like the values, so the best
-        # channel is found on uint16 and its bucket read from a 65536-entry table.
-        channel, best_bits = _best_channel(scores.view(np.uint16), np.uint16)
-        table = _float16_bucket_table(thresholds, bucket_stride, np.dtype(index_dtype).str)
-        index = table[best_bits]  # (H, W)
-        np.add(index, gt.astype(index_dtype) * index_dtype(num_channels), out=index)
-        np.add(index, channel, out=index, casting="unsafe")
     else:
-        # Compare where threshold_argmax does: in the scores' dtype (thresholds rounded to
-        # it), done in float32 for float16 (exact: every float16 is a float32, and fast).
-        work_dtype = np.float64 if scores.dtype == np.float64 else np.float32
-        cut = np.asarray(thresholds, dtype=np.float64).astype(scores.dtype).astype(work_dtype)
-        channel, best = _best_channel(scores, work_dtype)  # (H, W), (H, W)
-        if np.isnan(best).any():  # np.maximum propagates NaN from any channel
-            raise ValueError("scores contain NaN; a score map must be finite")
-        index = np.zeros(best.shape, dtype=index_dtype)  # (H, W), first the bucket
-        for value in cut:
-            index += best > value  # bucket = #{j : t_j < best}
-        index *= index_dtype(bucket_stride)
+        channel, bucket = _channel_and_bucket(scores, thresholds)
+        index = bucket.astype(index_dtype)  # (H, W)
+        index *= index_dtype(_NUM_VALUES * num_channels)
         np.add(index, gt.astype(index_dtype) * index_dtype(num_channels), out=index)
         np.add(index, channel, out=index, casting="unsafe")
 

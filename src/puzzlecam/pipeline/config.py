@@ -245,10 +245,16 @@ class TrainSegConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
+    """``num_samples``: images of each split in the report's sample tables;
+    ``explore_images``: at most this many images of each split on the threshold explorer
+    (``report/explore.html``; all of them when fewer, 0 for no explorer)."""
+
     num_samples: int = field(default=6, metadata=EXECUTION)
+    explore_images: int = field(default=100, metadata=EXECUTION)
 
     def __post_init__(self) -> None:
         require_at_least(self.num_samples, "num_samples", 0)
+        require_at_least(self.explore_images, "explore_images", 0)
 
 
 Until = Literal["cams", "pseudo-labels", "train-seg"]

@@ -13,7 +13,10 @@ the run. It shows what the run holds and says what it does not (a run stopped wi
 3. sample images: image, ground truth, CAM and random-walk heat maps, labels, predictions;
 4. background-threshold curves (eval/*.json sweeps);
 5. per-class IoU on val;
-6. training-loss curves of every trained model (metrics.jsonl).
+6. training-loss curves of every trained model (metrics.jsonl);
+
+and beside it ``explore.html``, the threshold explorer (``explorer``): the one page that
+runs JavaScript, inline like its data, so it too opens from disk offline.
 
 The modules, in the order the data flows:
 
@@ -21,6 +24,7 @@ The modules, in the order the data flows:
 - ``view``: what each section shows, formatted, as plain data;
 - ``samples``: the sample-image tables and their thumbnails;
 - ``figures``: the matplotlib figures;
+- ``explorer``: the threshold explorer, also ``puzzlecam explore``;
 - ``html``: the page rendered through ``templates/report.html.j2`` (Jinja2, autoescaped;
   the style in ``templates/report.css``) and published atomically.
 """

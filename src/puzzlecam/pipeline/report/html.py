@@ -18,6 +18,7 @@ from pathlib import Path
 import jinja2
 
 from puzzlecam import __version__
+from puzzlecam.errors import PuzzlecamError
 from puzzlecam.io import atomic_write, read_jsonl
 from puzzlecam.pipeline.folders import REPORT_BUILD_PREFIX
 from puzzlecam.pipeline.report import view
@@ -28,9 +29,10 @@ from puzzlecam.pipeline.report.collect import (
     threshold_curves,
     trained_models,
 )
+from puzzlecam.pipeline.report.explorer import EXPLORE_FILE, write_explorer
 from puzzlecam.pipeline.report.figures import loss_figure, per_class_figure, threshold_figure
 from puzzlecam.pipeline.report.samples import Samples, sample_tables
-from puzzlecam.pipeline.report.text import grouped, href
+from puzzlecam.pipeline.report.text import describe, grouped, href
 from puzzlecam.pipeline.run_dir import RunDir
 
 __all__ = ["write_report", "render"]
@@ -76,6 +78,8 @@ class Page:
     per_class_table: view.PerClassTable | None
     training: list[view.Figure]
     training_missing: list[str]
+    explorer: str | None  # the explorer's file beside the page, or
+    explorer_missing: str  # why there is none
     version: str
 
 
@@ -113,8 +117,33 @@ def _training(summary: RunSummary, out_dir: Path) -> tuple[list[view.Figure], li
     return figures, grouped(missing)
 
 
-def build_page(summary: RunSummary, num_samples: int, out_dir: Path, progress: bool) -> Page:
-    """The page's content; its pictures are written under ``out_dir``."""
+def _explorer(
+    summary: RunSummary, max_images: int | None, out_dir: Path, progress: bool
+) -> tuple[str | None, str]:
+    """The threshold explorer written beside the page (``explorer.write_explorer``, the
+    code path of ``puzzlecam explore``), or why there is none."""
+    if max_images is None:
+        max_images = summary.config.report.explore_images if summary.config else 0
+    if max_images <= 0 or summary.config is None:
+        return None, "not written (report.explore_images is 0)" if summary.config else ""
+    if not any(stage.kind == "cams" for stage in summary.plan.stages):
+        return None, ""
+    try:
+        write_explorer(summary.run, max_images, out_dir / EXPLORE_FILE, progress, summary)
+    except (PuzzlecamError, ValueError, OSError) as error:  # the report is written regardless
+        return None, f"could not be written ({describe(error)})"
+    return EXPLORE_FILE, ""
+
+
+def build_page(
+    summary: RunSummary,
+    num_samples: int,
+    out_dir: Path,
+    progress: bool,
+    explore_images: int | None = None,
+) -> Page:
+    """The page's content; its pictures (and the threshold explorer) are written under
+    ``out_dir``."""
     table2 = view.table2(summary)
     names, scores = per_class(summary)
     per_class_fig = None
@@ -126,6 +155,7 @@ def build_page(summary: RunSummary, num_samples: int, out_dir: Path, progress: b
             "IoU of every class on the val split, one bar per method (its mIoU in the legend).",
         )
     training, training_missing = _training(summary, out_dir)
+    explorer, explorer_missing = _explorer(summary, explore_images, out_dir, progress)
     present = {"run": summary.config is not None, "table2": table2 is not None}
     return Page(
         header=view.header(summary),
@@ -143,6 +173,8 @@ def build_page(summary: RunSummary, num_samples: int, out_dir: Path, progress: b
         per_class_table=view.per_class_table(names, scores) if scores else None,
         training=training,
         training_missing=training_missing,
+        explorer=explorer,
+        explorer_missing=explorer_missing,
         version=__version__,
     )
 
@@ -185,13 +217,18 @@ def _publish(built: Path, final: Path) -> None:
 
 
 def write_report(
-    run_dir: Path | str | RunDir, num_samples: int = 6, progress: bool = False
+    run_dir: Path | str | RunDir,
+    num_samples: int = 6,
+    progress: bool = False,
+    explore_images: int | None = None,
 ) -> Path:
-    """Write ``report/index.html`` (and its PNGs) for a run directory; return its path.
+    """Write ``report/index.html`` (and its PNGs, and ``explore.html``) for a run
+    directory; return its path.
 
     Shows what the run holds and says what it does not; a run stopped early, a missing
     data set or a missing evaluation never stops the report. ``num_samples`` images of
-    each split are shown, the same ones every time. Raises RunDirError when ``run_dir``
+    each split are shown, the same ones every time; ``explore_images`` of each split on
+    the threshold explorer (None: the run's ``report.explore_images``). Raises RunDirError when ``run_dir``
     is missing, a file, or a folder of other files (not a run). Files in report/ that no
     report wrote are left as they are.
     """
@@ -200,7 +237,7 @@ def write_report(
     summary = load_run(run)
     built = Path(tempfile.mkdtemp(prefix=REPORT_BUILD_PREFIX, dir=run.root))
     try:
-        page = build_page(summary, num_samples, built, progress)
+        page = build_page(summary, num_samples, built, progress, explore_images)
         (built / "index.html").write_text(render(page), encoding="utf-8")
         built.chmod(0o755)
         _publish(built, run.report_dir)
