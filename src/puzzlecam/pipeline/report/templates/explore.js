@@ -318,7 +318,7 @@
       }
       wrap.appendChild(legend);
       charts.appendChild(figure(`Each class's share of its images (${main.title} ${name})`, wrap,
-        "Per class, the share of the pixels of the images tagged with it that are labelled that class, against the threshold (dotted: the masks' share). A share that keeps rising as the threshold falls is the background and the distractors joining the class."));
+        "Per class, the share of the pixels of the images tagged with it that are labelled that class, against the threshold (dotted: the masks' share, where there are masks). Where a share passes what the objects cover, the background and the distractors are joining the class."));
     }
     // affinity labels (CAM)
     const aff = document.createElement("table");
