@@ -12,9 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# --no-compile: Python compiles what it imports on first use instead of every file of
-	# torch at install time (17 s less on 2 cores)
-	$(BIN)/python -m pip install --quiet --no-compile -e ".[all,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
