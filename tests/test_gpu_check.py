@@ -70,7 +70,10 @@ def test_smallest_dry_run_end_to_end(tmp_path):
         ("bf16", True),
     }
     for step in steps:  # the ratio is the puzzle step over the two plain steps it contains
-        assert step["ratio"] == pytest.approx(step["puzzle_s"] / step["limit_s"], rel=0.02)
+        # (ratio and times are rounded, to 3 and 4 decimals: a hiccup in one timing of the
+        # dry run's single repeat can make a ratio small enough for that to matter)
+        expected = step["puzzle_s"] / step["limit_s"]
+        assert step["ratio"] == pytest.approx(expected, rel=0.02, abs=2e-3)
         assert step["limit_s"] == pytest.approx(step["full_s"] + step["tiles_s"], abs=2e-4)
     regime = result["regime"]["sizes"]["64"]
     assert regime["finished"] == {"cls": [0, 1, 2], "all": [0, 1, 2]}
