@@ -218,6 +218,7 @@ def test_slider_recolours_the_label_maps_in_chromium(tiny_run: Path, tmp_path: P
     first image's pseudo-label canvas shows threshold_argmax of its random-walk scores at
     each value, the mIoU shown is the run's at 0.65, no console errors; screenshots saved."""
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
 
     page = tiny_run.parent / "browser" / EXPLORE_FILE
     assert main(["explore", "--run-dir", str(tiny_run), "--out", str(page), "--no-progress"]) == 0
@@ -245,6 +246,13 @@ def test_slider_recolours_the_label_maps_in_chromium(tiny_run: Path, tmp_path: P
             line = browser.find_element("id", "set-line").text
             assert f"pseudo_labels.threshold={threshold:.2f}" in line
             browser.save_screenshot(str(shots / f"explore_{threshold:.2f}.png"))
+        # every class filter and both splits draw (a class may have no image here)
+        for split in ("train", "val"):
+            Select(browser.find_element("id", "split")).select_by_value(split)
+            classes = Select(browser.find_element("id", "class-filter"))
+            for index in range(len(classes.options)):
+                classes.select_by_index(index)
+                assert browser.find_element("id", "page").text.startswith("page 1 of")
         severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe
         # the same page for a data set without masks: no mIoU, the class shares instead

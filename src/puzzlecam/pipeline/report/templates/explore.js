@@ -239,6 +239,10 @@
     charts.className = "charts";
     $("figures").append(tables, charts);
     const split = DATA.splits.find((s) => s.role === state.split);
+    if (!current.images.length) {
+      tables.textContent = "No image of this split and class on the page.";
+      return;
+    }
     const masks = current.images.some((e) => e.mask);
     const kinds = [["cam", "CAM labels", "cams", state.t.cam]];
     if (hasRw) kinds.push(["rw", "pseudo labels", "pseudo_labels_nocrf", state.t.pseudo]);
