@@ -228,9 +228,9 @@ def write_report(
     Shows what the run holds and says what it does not; a run stopped early, a missing
     data set or a missing evaluation never stops the report. ``num_samples`` images of
     each split are shown, the same ones every time; ``explore_images`` of each split on
-    the threshold explorer (None: the run's ``report.explore_images``). Raises RunDirError when ``run_dir``
-    is missing, a file, or a folder of other files (not a run). Files in report/ that no
-    report wrote are left as they are.
+    the threshold explorer (None: the run's ``report.explore_images``). Raises
+    RunDirError when ``run_dir`` is missing, a file, or a folder of other files (not a
+    run). Files in report/ that no report wrote are left as they are.
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     run.check_exists()
