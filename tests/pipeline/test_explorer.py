@@ -183,7 +183,12 @@ def _browser():
         options.add_argument(argument)
     options.binary_location = binary
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver), options=options)
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        return webdriver.Chrome(service=Service(driver), options=options)
+    except WebDriverException as error:  # the machine's, not the page's: no browser here
+        pytest.skip(f"Chromium did not start: {error.msg}")
 
 
 def _wait_ready(browser) -> None:
