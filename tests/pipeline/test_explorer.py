@@ -115,6 +115,36 @@ def test_page_gives_back_the_runs_labels_and_scores(tiny_run: Path) -> None:
     assert evaluation["puzzle_cam"]["pseudo_labels_nocrf"]["threshold"] == PSEUDO
 
 
+def test_a_large_image_is_shown_and_scored_at_the_page_size(tmp_path: Path) -> None:
+    """A 400 x 640 image ships at 200 x 320 (MAX_SIDE): its maps are the full-size labels
+    taken by nearest neighbour, its mask the same way, and no map without a file."""
+    from PIL import Image
+
+    from puzzlecam.cams.scores import ScoreMaps, save_scores
+    from puzzlecam.data.samples import Sample
+    from puzzlecam.io import save_label_png
+    from puzzlecam.pipeline.report.explorer import MAX_SIDE, _image_entry, _Job
+
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (400, 640, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    mask = rng.integers(0, 3, (400, 640)).astype(np.uint8)
+    save_label_png(tmp_path / "a.png", mask)
+    cams = tmp_path / "cams"
+    cams.mkdir()
+    scores = rng.random((2, 400, 640)).astype(np.float16)
+    save_scores(cams / "a.npz", ScoreMaps(np.array([1, 2]), scores))
+    sample = Sample("a", tmp_path / "a.jpg", (0, 1), tmp_path / "a.png")
+    entry = _image_entry(_Job(sample, "val", (("puzzle_cam", cams, None, None),)))
+    assert entry["size"] == [200, MAX_SIDE] and entry["full"] == [400, 640]
+    maps = _maps(entry["maps"]["puzzle_cam"])
+    labels = np.concatenate([[0], [1, 2]])[threshold_argmax(scores, 0.5)].astype(np.uint8)
+    nearest = np.asarray(Image.fromarray(labels).resize((MAX_SIDE, 200), Image.Resampling.NEAREST))
+    np.testing.assert_array_equal(_at(maps.cam_label, maps.cam_bucket, 0.5), nearest)
+    gt = np.asarray(Image.fromarray(mask).resize((MAX_SIDE, 200), Image.Resampling.NEAREST))
+    np.testing.assert_array_equal(maps.gt, gt)
+    assert not maps.rw_label.any() and entry["rw"] == {"puzzle_cam": False}
+
+
 def test_explore_command_and_the_report_link(tiny_run: Path, capsys) -> None:
     out = tiny_run.parent / "page" / "two.html"
     assert main(["explore", "--run-dir", str(tiny_run), "--max-images", "2", "--out", str(out),
