@@ -16,7 +16,7 @@ from puzzlecam.cli.predict import (
     run_export_onnx,
     run_predict,
 )
-from puzzlecam.errors import ConfigError, PuzzlecamError, RunDirError
+from puzzlecam.errors import ConfigError, PuzzlecamError
 
 
 def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> None:
@@ -176,6 +176,7 @@ def _pipeline(
 
 
 def _explore(args: argparse.Namespace) -> int:
+    from puzzlecam.pipeline.config import ReportConfig
     from puzzlecam.pipeline.report.collect import load_run
     from puzzlecam.pipeline.report.explorer import write_explorer
     from puzzlecam.pipeline.run_dir import RunDir
@@ -184,12 +185,9 @@ def _explore(args: argparse.Namespace) -> int:
     run = RunDir(args.run_dir)
     run.check_exists()
     with run.lock():
-        summary = load_run(run)
-        if summary.config is None:
-            raise RunDirError(f"{run.root}: no readable config.yaml, so no run to explore")
-        count = (
-            args.max_images if args.max_images is not None else summary.config.report.explore_images
-        )
+        summary = load_run(run)  # write_explorer refuses a run without its config.yaml
+        default = summary.config.report if summary.config else ReportConfig()
+        count = default.explore_images if args.max_images is None else args.max_images
         if count < 1:
             return _error("explore", f"--max-images must be at least 1, got {count}")
         path = write_explorer(run, count, args.out, not args.no_progress, summary)

@@ -19,7 +19,6 @@ it beside ``index.html`` with the same function.
 from __future__ import annotations
 
 import base64
-import functools
 import io
 import json
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from puzzlecam.cams.scores import load_scores
 from puzzlecam.constants import BACKGROUND, IGNORE_INDEX
 from puzzlecam.data import Sample
 from puzzlecam.data.ids import id_path
-from puzzlecam.errors import DataError, PuzzlecamError
+from puzzlecam.errors import DataError, PuzzlecamError, RunDirError
 from puzzlecam.io import atomic_write, load_image, load_label_png
 from puzzlecam.metrics.sweep import label_buckets
 from puzzlecam.parallel import default_workers, map_images
@@ -199,7 +198,7 @@ def _folders(
     """Per branch (tables' order) with CAMs of ``role``: its CAM, random-walk and pseudo-label
     folders (None for a stage the run does not have)."""
     found: dict[tuple[str, str], Path] = {}
-    for stage in summary.plan.stages if summary.config else ():
+    for stage in summary.plan.stages:
         if stage.role == role and stage.kind in _KINDS:
             found[(stage.method, stage.kind)] = stage.folder(summary.run)
     return tuple(
@@ -235,6 +234,8 @@ def explorer_data(
     """Everything the page shows, as JSON-ready data: ``max_images`` images of each split
     (all when fewer; the report's choice, masks preferred), settings and the run's scores."""
     config = summary.config
+    if config is None:
+        raise RunDirError(f"{summary.run.root}: no readable config.yaml, so no run to explore")
     splits, jobs = [], []
     for role in ROLES:
         split = summary.splits.get(role)
@@ -255,22 +256,20 @@ def explorer_data(
     entries = map_images(_image_entry, jobs, workers or default_workers(), "explorer", progress)
     methods = [m for m in TABLE_METHODS if any(m in e.get("maps", {}) for e in entries)]
     labels = {0: BACKGROUND, **{i + 1: name for i, name in enumerate(summary.classes)}}
-    affinity = config.affinity_labels if config else None
+    affinity = config.affinity_labels
     return {
         "run": summary.name,
         "version": __version__,
         "grid": list(EXPLORE_GRID),
-        "max_side": MAX_SIDE,
         "classes": list(summary.classes),
         "colours": {str(v): list(label_colour(v)) for v in [*labels, IGNORE_INDEX]},
         "jet": _jet(),
         "branches": [{"method": m, "title": branch_title(m)} for m in methods],
         "settings": {
-            "fg": affinity.fg_threshold if affinity else 0.4,
-            "bg": affinity.bg_threshold if affinity else 0.1,
-            "pseudo": config.pseudo_labels.threshold if config else 0.35,
-            "affinity_crf": bool(affinity and affinity.crf and affinity.crf_iterations > 0),
-            "pseudo_crf": bool(config and config.pseudo_labels.crf),
+            "fg": affinity.fg_threshold,
+            "bg": affinity.bg_threshold,
+            "pseudo": config.pseudo_labels.threshold,
+            "affinity_crf": affinity.crf and affinity.crf_iterations > 0,
         },
         "splits": splits,
         "images": entries,
@@ -282,9 +281,9 @@ def _script_json(data: Any) -> str:
     return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
 
 
-@functools.cache
 def _asset(name: str) -> str:
-    return (Path(__file__).parent / "templates" / name).read_text(encoding="utf-8")
+    """A template file's text, inlined into the page (read where the template is)."""
+    return _ENV.loader.get_source(_ENV, name)[0]
 
 
 def render_explorer(data: dict[str, Any]) -> str:
