@@ -270,7 +270,8 @@
       }
     }
     tables.appendChild(figure(`On the ${current.images.length} images shown`, table,
-      masks ? `Computed here as puzzlecam eval does (pseudo labels before the CRF); the run's figure covers the split's ${split ? split.total : ""} images.` : "No masks: judge by the pictures and by how much of each tagged image a class covers."));
+      (masks ? `Computed here as puzzlecam eval does (pseudo labels before the CRF); the run's figure covers the split's ${split ? split.total : ""} images.` : "No masks: judge by the pictures and by how much of each tagged image a class covers.") +
+      (current.images.some((e) => e.full[0] !== e.size[0] || e.full[1] !== e.size[1]) ? " Large images are shown and counted at a reduced size here, so these figures approximate the run's." : "")));
     // mIoU curves
     if (masks) {
       for (const [kind, name, , j] of kinds) {
