@@ -44,6 +44,7 @@ from puzzlecam.pipeline.report.collect import ROLES, RunSummary, load_run
 from puzzlecam.pipeline.report.samples import pick_samples
 from puzzlecam.pipeline.report.text import describe
 from puzzlecam.pipeline.run_dir import RunDir
+from puzzlecam.segmentation.predict import working_size
 from puzzlecam.visualize import label_colour, resize_array
 
 __all__ = [
@@ -112,11 +113,6 @@ def decode_maps(png: bytes) -> ImageMaps:
                      bottom[..., 2])  # fmt: skip
 
 
-def _shown_size(height: int, width: int) -> tuple[int, int]:
-    scale = min(1.0, MAX_SIDE / max(height, width, 1))
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
 def _data_uri(kind: str, payload: bytes) -> str:
     return f"data:image/{kind};base64,{base64.b64encode(payload).decode('ascii')}"
 
@@ -130,10 +126,9 @@ class _Job:
     folders: tuple[tuple[str, Path, Path | None, Path | None], ...]  # method, cams, rw, pseudo
 
 
-def _buckets(folder: Path | None, image_id: str, size: tuple[int, int]) -> tuple[np.ndarray, ...]:
-    """(label, bucket) of a score file at ``size``, or zeros when there is no file."""
-    path = id_path(folder, image_id, ".npz") if folder else None
-    if path is None or not path.is_file():
+def _buckets(path: Path | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(label, bucket) of the score file ``path`` at ``size``; zeros for None (no file)."""
+    if path is None:
         zeros = np.zeros(size, np.uint8)
         return zeros, zeros
     maps = load_scores(path)
@@ -147,10 +142,17 @@ def _buckets(folder: Path | None, image_id: str, size: tuple[int, int]) -> tuple
 
 
 def _labels(path: Path | None, size: tuple[int, int]) -> np.ndarray:
-    if path is None or not path.is_file():
+    """The label PNG ``path`` at ``size``; zeros for None (no file)."""
+    if path is None:
         return np.zeros(size, np.uint8)
     labels = load_label_png(path)
     return labels if labels.shape == size else resize_array(labels, size, "nearest")
+
+
+def _existing(folder: Path | None, image_id: str, suffix: str) -> Path | None:
+    """The image's file in ``folder`` when there is one."""
+    path = id_path(folder, image_id, suffix) if folder else None
+    return path if path is not None and path.is_file() else None
 
 
 def _image_entry(job: _Job) -> dict[str, Any]:
@@ -163,27 +165,28 @@ def _image_entry(job: _Job) -> dict[str, Any]:
     }
     try:
         image = np.asarray(load_image(sample.image_path))
-        size = _shown_size(*image.shape[:2])
+        size = working_size(image.shape[:2], MAX_SIDE)
         entry.update(full=list(image.shape[:2]), size=list(size))
         if image.shape[:2] != size:
             image = resize_array(image, size)
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="JPEG", quality=85)
         entry["image"] = _data_uri("jpeg", buffer.getvalue())
-        gt = _labels(sample.mask_path, size)
+        mask = sample.mask_path if sample.mask_path and sample.mask_path.is_file() else None
+        gt = _labels(mask, size)
         entry["mask"] = sample.mask_path is not None
         entry["maps"], entry["rw"], entry["pseudo"] = {}, {}, {}
         for method, cams, rw, pseudo in job.folders:
-            if not id_path(cams, sample.image_id, ".npz").is_file():
+            cam_path = _existing(cams, sample.image_id, ".npz")
+            if cam_path is None:
                 continue
-            cam_label, cam_bucket = _buckets(cams, sample.image_id, size)
-            rw_label, rw_bucket = _buckets(rw, sample.image_id, size)
-            pseudo_path = id_path(pseudo, sample.image_id, ".png") if pseudo else None
-            maps = ImageMaps(cam_label, cam_bucket, gt, rw_label, rw_bucket,
+            rw_path = _existing(rw, sample.image_id, ".npz")
+            pseudo_path = _existing(pseudo, sample.image_id, ".png")
+            maps = ImageMaps(*_buckets(cam_path, size), gt, *_buckets(rw_path, size),
                              _labels(pseudo_path, size))  # fmt: skip
             entry["maps"][method] = _data_uri("webp", encode_maps(maps))
-            entry["rw"][method] = bool(rw and id_path(rw, sample.image_id, ".npz").is_file())
-            entry["pseudo"][method] = bool(pseudo_path and pseudo_path.is_file())
+            entry["rw"][method] = rw_path is not None
+            entry["pseudo"][method] = pseudo_path is not None
     except PuzzlecamError as error:
         entry["problem"] = describe(error)
     return entry

@@ -22,6 +22,7 @@ from puzzlecam.pipeline.kinds import kind_of
 from puzzlecam.pipeline.report.collect import RunSummary
 from puzzlecam.pipeline.report.figures import colourbar, save_rgb
 from puzzlecam.pipeline.report.text import describe, grouped
+from puzzlecam.segmentation.predict import working_size
 from puzzlecam.visualize import colorize_labels, label_colour, overlay_heatmap, resize_array
 
 __all__ = [
@@ -138,12 +139,6 @@ def _has_files(folder: Path, suffix: str) -> bool:
     return any(p.suffix == suffix and not p.name.startswith(".") for p in folder.iterdir())
 
 
-def _thumbnail_size(height: int, width: int) -> tuple[int, int]:
-    """(H, W) of an image's thumbnail: long side at most THUMBNAIL_SIZE."""
-    scale = min(1.0, THUMBNAIL_SIZE / max(height, width, 1))
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
 def _render(column: _Column, sample: Sample, image: np.ndarray) -> np.ndarray | str:
     """The picture of one cell at thumbnail size, or a short text saying why there is none."""
     size = image.shape[:2]  # (H, W) of the thumbnail
@@ -187,7 +182,7 @@ def _row(
     except PuzzlecamError as error:
         problem = f"image unreadable ({describe(error)})"
         return SampleRow(sample.image_id, tags, [], unreadable=problem)
-    image = resize_array(full, _thumbnail_size(*full.shape[:2]))
+    image = resize_array(full, working_size(full.shape[:2], THUMBNAIL_SIZE))
     cells = []
     for column in columns:
         try:
